@@ -1,0 +1,6 @@
+//! Synapse: a language model split across ordinary devices' GPUs.
+//!
+//! This crate holds the engines, the tokenizer and sampling, and the command-line front end's
+//! building blocks; `splitter` (its own crate) imports checkpoints and writes shards.
+
+pub mod protocol;

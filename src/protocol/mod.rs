@@ -1,0 +1,1 @@
+//! SYN1 wire protocol (placeholder; see docs/PROTOCOL.md).
