@@ -3,4 +3,10 @@
 //! This crate holds the engines, the tokenizer and sampling, and the command-line front end's
 //! building blocks; `splitter` (its own crate) imports checkpoints and writes shards.
 
+pub mod engine;
+pub mod fetch;
+pub mod generate;
+pub mod model;
 pub mod protocol;
+pub mod sampling;
+pub mod tokenizer;

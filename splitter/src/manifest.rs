@@ -93,14 +93,20 @@ impl ModelConfig {
         if self.n_heads % self.n_kv_heads != 0 {
             return Err(bad(
                 "n_kv_heads",
-                format!("{} does not divide n_heads {}", self.n_kv_heads, self.n_heads),
+                format!(
+                    "{} does not divide n_heads {}",
+                    self.n_kv_heads, self.n_heads
+                ),
             ));
         }
         if self.head_dim % 2 != 0 {
             return Err(bad("head_dim", format!("{} is odd", self.head_dim)));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
-            return Err(bad("norm_eps", format!("{} is not a positive number", self.norm_eps)));
+            return Err(bad(
+                "norm_eps",
+                format!("{} is not a positive number", self.norm_eps),
+            ));
         }
         Ok(())
     }
@@ -187,11 +193,17 @@ impl Manifest {
         if self.version != FORMAT_VERSION {
             return Err(SplitError::unsupported(
                 path,
-                format!("manifest version {} (this Synapse reads {FORMAT_VERSION})", self.version),
+                format!(
+                    "manifest version {} (this Synapse reads {FORMAT_VERSION})",
+                    self.version
+                ),
             ));
         }
         if self.dtype != "f16" {
-            return Err(SplitError::unsupported(path, format!("dtype `{}`", self.dtype)));
+            return Err(SplitError::unsupported(
+                path,
+                format!("dtype `{}`", self.dtype),
+            ));
         }
         self.config.validate(path)?;
         if self.shards.is_empty() {
@@ -210,7 +222,12 @@ impl Manifest {
             if !ok {
                 return Err(SplitError::corrupt(
                     path,
-                    format!("shard {i} (layers {:?}, file `{}`) does not follow shard {}", s.layers, s.file, i.wrapping_sub(1) as isize),
+                    format!(
+                        "shard {i} (layers {:?}, file `{}`) does not follow shard {}",
+                        s.layers,
+                        s.file,
+                        i.wrapping_sub(1) as isize
+                    ),
                 ));
             }
             next = s.layers[1] + 1;
@@ -218,7 +235,10 @@ impl Manifest {
         if next != self.config.n_layers {
             return Err(SplitError::corrupt(
                 path,
-                format!("shards cover {next} layers, the model has {}", self.config.n_layers),
+                format!(
+                    "shards cover {next} layers, the model has {}",
+                    self.config.n_layers
+                ),
             ));
         }
         Ok(())

@@ -1,0 +1,106 @@
+//! `synapse generate`: stream a continuation of a prompt.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use synapse::generate::generate;
+use synapse::model::ModelDir;
+use synapse::sampling::SamplingParams;
+
+/// Which engine runs the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The plain-Rust reference engine.
+    Cpu,
+}
+
+/// Arguments of `synapse generate`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model directory made by `synapse split`; the default model (fetched on first use) when omitted.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The text to continue.
+    #[arg(long)]
+    prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the most likely tokens whose probabilities add up to P.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Penalise tokens already seen (1: off; 1.1 is a common choice).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Seed of the sampler: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Engine that runs the shards.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+    /// After the text, print one JSON line: {"prompt_ids": [...], "ids": [...], "text": "..."}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+    };
+    params.validate().map_err(anyhow::Error::msg)?;
+    let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
+    let model = ModelDir::open(&dir)?;
+    let tok = model.tokenizer()?;
+    let prompt_ids = tok.encode(&args.prompt)?;
+    let ctx = model.manifest.config.context_length;
+    if prompt_ids.len() >= ctx {
+        anyhow::bail!(
+            "the prompt is {} tokens; the model's context is {ctx}",
+            prompt_ids.len()
+        );
+    }
+    let max_tokens = args.max_tokens.min(ctx - prompt_ids.len());
+    let mut pipe = match args.backend {
+        Backend::Cpu => model.cpu_pipeline()?,
+    };
+    let mut out = std::io::stdout().lock();
+    let eos = model.manifest.config.eos_token_ids.clone();
+    let g = generate(
+        &mut pipe,
+        &tok,
+        &prompt_ids,
+        &params,
+        max_tokens,
+        &eos,
+        |piece| {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        },
+    )?;
+    writeln!(out)?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&g)?)?;
+    }
+    let secs = |d: std::time::Duration| d.as_secs_f64().max(1e-9);
+    eprintln!(
+        "synapse: {} prompt tokens in {:.2} s ({:.1} tok/s), {} generated in {:.2} s ({:.1} tok/s)",
+        g.prompt_ids.len(),
+        g.prefill_time.as_secs_f64(),
+        g.prompt_ids.len() as f64 / secs(g.prefill_time),
+        g.ids.len(),
+        g.decode_time.as_secs_f64(),
+        g.ids.len() as f64 / secs(g.decode_time),
+    );
+    Ok(())
+}

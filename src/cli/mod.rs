@@ -1,0 +1,35 @@
+//! Command-line interface: one file per subcommand. The `///` comments are the help text.
+
+mod fetch;
+mod generate;
+mod split;
+
+use clap::{Parser, Subcommand};
+
+/// Synapse runs a language model split across ordinary devices' GPUs.
+#[derive(Debug, Parser)]
+#[command(name = "synapse", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download, verify and split the default model (SmolLM2-135M-Instruct); prints its
+    /// directory as the last line.
+    Fetch(fetch::Args),
+    /// Cut a GGUF file or Hugging Face model folder into shards (layer ranges).
+    Split(split::Args),
+    /// Generate text from a prompt.
+    Generate(generate::Args),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Fetch(a) => fetch::run(a),
+        Command::Split(a) => split::run(a),
+        Command::Generate(a) => generate::run(a),
+    }
+}

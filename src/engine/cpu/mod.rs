@@ -1,0 +1,295 @@
+//! The CPU engine: a plain-Rust forward pass over one shard, f16 weights and f32 arithmetic.
+//! It is the oracle every other backend is tested against, and a working `cpu` backend.
+
+pub mod gpt2;
+pub mod kv;
+pub mod llama;
+pub mod ops;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use half::f16;
+use splitter::manifest::names;
+use splitter::{Architecture, Manifest, ModelConfig, ShardInfo};
+
+use self::kv::LayerCache;
+use super::weights::ShardTensors;
+use super::{
+    Activations, EngineError, LogitsMode, SessionId, ShardExecutor, StepInput, StepOutput,
+};
+
+/// Token (and, for GPT-2, position) embeddings, held by the first shard.
+struct Embedding {
+    tokens: Vec<f16>,            // (V, C)
+    positions: Option<Vec<f16>>, // (P, C), GPT-2 only
+}
+
+/// Final norm and output head, held by the last shard.
+struct Head {
+    norm_w: Vec<f16>,         // (C)
+    norm_b: Option<Vec<f16>>, // (C), GPT-2 only
+    /// `None` when the head is tied and the same shard holds the embedding.
+    weight: Option<Vec<f16>>, // (V, C)
+}
+
+enum Blocks {
+    Gpt2(Vec<gpt2::Block>),
+    Llama(Vec<llama::Block>),
+}
+
+/// One shard loaded for the CPU.
+pub struct CpuShard {
+    info: ShardInfo,
+    arch: Architecture,
+    cfg: ModelConfig,
+    embedding: Option<Embedding>,
+    blocks: Blocks,
+    head: Option<Head>,
+    sessions: HashMap<SessionId, Vec<LayerCache>>,
+}
+
+impl CpuShard {
+    /// Loads shard `index` of the model in `dir` described by `manifest`.
+    pub fn load(dir: &Path, manifest: &Manifest, index: usize) -> Result<Self, EngineError> {
+        let info = manifest
+            .shards
+            .get(index)
+            .ok_or_else(|| EngineError::Load {
+                path: dir.display().to_string(),
+                what: format!("no shard {index} (the model has {})", manifest.shards.len()),
+            })?;
+        let cfg = &manifest.config;
+        let mut t = ShardTensors::load(&dir.join(&info.file), info.bytes)?;
+        let (v, c) = (cfg.vocab_size, cfg.hidden_size);
+        let arch = manifest.architecture;
+        let embedding = if info.has_embedding {
+            Some(match arch {
+                Architecture::Gpt2 => Embedding {
+                    tokens: t.take(names::gpt2::WTE, &[v, c])?,
+                    positions: Some(t.take(names::gpt2::WPE, &[cfg.context_length, c])?),
+                },
+                Architecture::Llama => Embedding {
+                    tokens: t.take(names::llama::EMBED, &[v, c])?,
+                    positions: None,
+                },
+            })
+        } else {
+            None
+        };
+        let blocks = match arch {
+            Architecture::Gpt2 => Blocks::Gpt2(
+                info.layer_range()
+                    .map(|i| gpt2::Block::load(&mut t, i, cfg))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Architecture::Llama => Blocks::Llama(
+                info.layer_range()
+                    .map(|i| llama::Block::load(&mut t, i, cfg))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let head = if info.has_head {
+            let (norm_w, norm_b, head_name) = match arch {
+                Architecture::Gpt2 => (
+                    t.take(names::gpt2::LN_F_W, &[c])?,
+                    Some(t.take(names::gpt2::LN_F_B, &[c])?),
+                    names::gpt2::HEAD,
+                ),
+                Architecture::Llama => {
+                    (t.take(names::llama::NORM, &[c])?, None, names::llama::HEAD)
+                }
+            };
+            let weight = if cfg.tied_head && info.has_embedding {
+                None
+            } else {
+                Some(t.take(head_name, &[v, c])?)
+            };
+            Some(Head {
+                norm_w,
+                norm_b,
+                weight,
+            })
+        } else {
+            None
+        };
+        t.finish()?;
+        Ok(CpuShard {
+            info: info.clone(),
+            arch,
+            cfg: cfg.clone(),
+            embedding,
+            blocks,
+            head,
+            sessions: HashMap::new(),
+        })
+    }
+
+    /// Turns token ids at positions `pos..` into hidden states `(T, C)`.
+    fn embed(&self, emb: &Embedding, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
+        let c = self.cfg.hidden_size;
+        let mut x = vec![0f32; tokens.len() * c]; // (T, C)
+        for (ti, &id) in tokens.iter().enumerate() {
+            if id as usize >= self.cfg.vocab_size {
+                return Err(EngineError::Token {
+                    id,
+                    vocab: self.cfg.vocab_size,
+                });
+            }
+            let row = &mut x[ti * c..(ti + 1) * c];
+            let e = &emb.tokens[id as usize * c..][..c];
+            for (o, w) in row.iter_mut().zip(e) {
+                *o = w.to_f32();
+            }
+            if let Some(wpe) = &emb.positions {
+                let p = &wpe[(pos + ti) * c..][..c];
+                for (o, w) in row.iter_mut().zip(p) {
+                    *o += w.to_f32();
+                }
+            }
+        }
+        Ok(x)
+    }
+
+    /// Final norm and output head on the rows of `x (T, C)` that `mode` asks for: `(rows, V)`.
+    fn logits(&self, head: &Head, x: &[f32], mode: LogitsMode) -> Activations {
+        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let t = x.len() / c;
+        let mut rows = match mode {
+            LogitsMode::All => x.to_vec(),
+            LogitsMode::Last => x[(t - 1) * c..].to_vec(),
+        }; // (R, C)
+        match &head.norm_b {
+            Some(b) => ops::layernorm(&mut rows, &head.norm_w, b, c, self.cfg.norm_eps),
+            None => ops::rmsnorm(&mut rows, &head.norm_w, c, self.cfg.norm_eps),
+        }
+        let r = rows.len() / c;
+        let weight = match (&head.weight, &self.embedding) {
+            (Some(w), _) => w,
+            (None, Some(e)) => &e.tokens,
+            (None, None) => unreachable!("load() keeps a tied head only beside the embedding"),
+        };
+        let mut out = vec![0f32; r * v]; // (R, V)
+        ops::matmul(&mut out, &rows, weight, None, r, c);
+        Activations {
+            rows: r,
+            cols: v,
+            data: out,
+        }
+    }
+}
+
+impl ShardExecutor for CpuShard {
+    fn shard(&self) -> &ShardInfo {
+        &self.info
+    }
+
+    fn open_session(&mut self, session: SessionId) -> Result<(), EngineError> {
+        if self.sessions.contains_key(&session) {
+            return Err(EngineError::Session {
+                session,
+                what: "already open".into(),
+            });
+        }
+        let n = self.info.layer_range().len();
+        self.sessions
+            .insert(session, vec![LayerCache::default(); n]);
+        Ok(())
+    }
+
+    fn close_session(&mut self, session: SessionId) -> Result<(), EngineError> {
+        self.sessions
+            .remove(&session)
+            .map(|_| ())
+            .ok_or(EngineError::Session {
+                session,
+                what: "not open".into(),
+            })
+    }
+
+    fn session_len(&self, session: SessionId) -> Option<usize> {
+        let kv_dim = self.cfg.n_kv_heads * self.cfg.head_dim;
+        self.sessions
+            .get(&session)
+            .map(|caches| caches[0].k.len() / kv_dim)
+    }
+
+    fn step(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+        mode: LogitsMode,
+    ) -> Result<StepOutput, EngineError> {
+        let c = self.cfg.hidden_size;
+        let len = self.session_len(session).ok_or(EngineError::Session {
+            session,
+            what: "not open".into(),
+        })?;
+        if pos != len {
+            return Err(EngineError::Session {
+                session,
+                what: format!("step at position {pos}, but {len} tokens are cached"),
+            });
+        }
+        let t = input.len();
+        if t == 0 {
+            return Err(EngineError::Shape("a step needs at least one token".into()));
+        }
+        if pos + t > self.cfg.context_length {
+            return Err(EngineError::Context {
+                pos: pos + t,
+                context: self.cfg.context_length,
+            });
+        }
+        let mut x = match (input, &self.embedding) {
+            (StepInput::Tokens(ids), Some(emb)) => self.embed(emb, ids, pos)?,
+            (StepInput::Hidden(h), None) if h.cols == c => h.data.clone(),
+            (StepInput::Hidden(h), None) => {
+                return Err(EngineError::Shape(format!(
+                    "hidden states have {} columns, expected {c}",
+                    h.cols
+                )));
+            }
+            (StepInput::Tokens(_), None) => {
+                return Err(EngineError::Shape(format!(
+                    "shard {} takes hidden states, not token ids",
+                    self.info.index
+                )));
+            }
+            (StepInput::Hidden(_), Some(_)) => {
+                return Err(EngineError::Shape(
+                    "the first shard takes token ids, not hidden states".into(),
+                ));
+            }
+        }; // (T, C)
+        let caches = self.sessions.get_mut(&session).expect("checked above");
+        match &self.blocks {
+            Blocks::Gpt2(blocks) => {
+                for (b, cache) in blocks.iter().zip(caches.iter_mut()) {
+                    b.forward(&mut x, cache, pos, &self.cfg);
+                }
+            }
+            Blocks::Llama(blocks) => {
+                for (b, cache) in blocks.iter().zip(caches.iter_mut()) {
+                    b.forward(&mut x, cache, pos, &self.cfg);
+                }
+            }
+        }
+        Ok(match &self.head {
+            Some(head) => StepOutput::Logits(self.logits(head, &x, mode)),
+            None => StepOutput::Hidden(Activations {
+                rows: t,
+                cols: c,
+                data: x,
+            }),
+        })
+    }
+}
+
+impl CpuShard {
+    /// The architecture this shard belongs to.
+    pub fn architecture(&self) -> Architecture {
+        self.arch
+    }
+}

@@ -1,0 +1,98 @@
+//! Shared helpers of the integration tests: the synthetic fixtures (generated once per build
+//! directory by tests/fixtures/make_fixtures.py), the default model, and numeric comparison
+//! that reports the largest error and where it is.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Directory of the synthetic checkpoints and their numpy references, generating it on first use.
+pub fn fixtures() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("synthetic-fixtures-v1");
+    if !dir.join("llama-gguf").join("reference.json").exists() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_fixtures.py");
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("running python3");
+        assert!(
+            out.status.success(),
+            "{} failed (install its packages with tests/run.sh):\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+/// The default model (SmolLM2-135M-Instruct), fetched on first use.
+pub fn default_model() -> PathBuf {
+    synapse::fetch::ensure_default_model().expect("fetching the default model")
+}
+
+/// The reference a fixture's numpy script computed.
+#[derive(Debug, serde::Deserialize)]
+pub struct Reference {
+    pub tokens: Vec<u32>,
+    /// `(T, V)` logits of the prefill.
+    pub logits: Vec<Vec<f32>>,
+    /// Input to each layer and the output of the last: `n_layers + 1` entries of `(T, C)`.
+    pub hidden: Vec<Vec<Vec<f32>>>,
+    pub greedy: Vec<u32>,
+}
+
+/// Loads `dir/reference.json`.
+pub fn reference(dir: &Path) -> Reference {
+    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reading reference.json");
+    serde_json::from_str(&text).expect("parsing reference.json")
+}
+
+/// Asserts `|got - want| <= atol + rtol * |want|` everywhere; the message gives the largest
+/// error, its index and both values. Returns the largest absolute error.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> f32 {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, expected {}",
+        got.len(),
+        want.len()
+    );
+    let mut worst = (0usize, 0f32, 0f32); // (index, excess over tolerance, abs error)
+    let mut max_err = 0f32;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(g.is_finite(), "{what}: value {i} is {g}");
+        max_err = max_err.max(err);
+        let excess = err - (atol + rtol * w.abs());
+        if excess > worst.1 {
+            worst = (i, excess, err);
+        }
+    }
+    let (i, excess, err) = worst;
+    assert!(
+        excess <= 0.0,
+        "{what}: largest error over tolerance at index {i}: got {} want {} (|err| {err}, atol {atol}, rtol {rtol}); max |err| {max_err}",
+        got[i],
+        want[i]
+    );
+    eprintln!("{what}: max |err| {max_err:.3e} (atol {atol}, rtol {rtol})");
+    max_err
+}
+
+/// Splits `input` into `n` shards in a fresh directory under `parent`.
+pub fn split(input: &Path, parent: &Path, n: usize) -> PathBuf {
+    let out = parent.join(format!("shards-{n}"));
+    let ckpt = splitter::open(input).unwrap_or_else(|e| panic!("opening {}: {e}", input.display()));
+    splitter::split(
+        &ckpt,
+        &out,
+        &splitter::SplitOptions {
+            shards: n,
+            force: false,
+            progress: false,
+        },
+    )
+    .unwrap_or_else(|e| panic!("splitting {}: {e}", input.display()));
+    out
+}

@@ -1,0 +1,170 @@
+//! The CPU engine against the independent numpy reference of tests/fixtures/make_fixtures.py,
+//! for the tiny synthetic GPT-2 and Llama models (Hugging Face safetensors and quantized GGUF),
+//! whole and split into 1, 2 and 3 shards.
+
+mod common;
+
+use synapse::engine::cpu::CpuShard;
+use synapse::engine::{Activations, LogitsMode, ShardExecutor, StepInput, StepOutput};
+use synapse::model::ModelDir;
+use synapse::sampling::{Sampler, SamplingParams};
+
+/// Logits and hidden states agree to this: weights are identical f16 values on both sides, so
+/// only f32 summation order differs.
+const ATOL: f32 = 2e-3;
+const RTOL: f32 = 2e-3;
+
+const MODELS: [&str; 3] = ["gpt2-hf", "llama-hf", "llama-gguf"];
+
+fn input_of(model: &str) -> std::path::PathBuf {
+    let dir = common::fixtures().join(model);
+    if model.ends_with("gguf") {
+        dir.join("model.gguf")
+    } else {
+        dir
+    }
+}
+
+fn flat(rows: &[Vec<f32>]) -> Vec<f32> {
+    rows.iter().flatten().copied().collect()
+}
+
+/// Prefill of the whole prompt, logits for every position, for every split.
+#[test]
+fn prefill_logits_match_reference_for_every_split() {
+    for model in MODELS {
+        let reference = common::reference(&common::fixtures().join(model));
+        let tmp = tempfile::tempdir().unwrap();
+        for n in 1..=3 {
+            let dir = common::split(&input_of(model), tmp.path(), n);
+            let mut pipe = ModelDir::open(&dir).unwrap().cpu_pipeline().unwrap();
+            pipe.open(7).unwrap();
+            let logits = pipe
+                .forward(7, 0, &reference.tokens, LogitsMode::All)
+                .unwrap();
+            assert_eq!(logits.rows, reference.tokens.len());
+            common::assert_close(
+                &format!("{model} {n} shards: logits"),
+                &logits.data,
+                &flat(&reference.logits),
+                ATOL,
+                RTOL,
+            );
+        }
+    }
+}
+
+/// Each shard run on its own, fed the reference's hidden states, gives the reference's hidden
+/// states at its last layer: shards are independent layer ranges.
+#[test]
+fn every_shard_alone_matches_reference_hidden_states() {
+    for model in MODELS {
+        let reference = common::reference(&common::fixtures().join(model));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = common::split(&input_of(model), tmp.path(), 3);
+        let m = ModelDir::open(&dir).unwrap();
+        let t = reference.tokens.len();
+        for (i, info) in m.manifest.shards.iter().enumerate() {
+            let mut shard = CpuShard::load(&dir, &m.manifest, i).unwrap();
+            shard.open_session(1).unwrap();
+            let hidden_in = Activations::new(
+                t,
+                m.manifest.config.hidden_size,
+                flat(&reference.hidden[info.layers[0]]),
+            )
+            .unwrap();
+            let input = if info.has_embedding {
+                StepInput::Tokens(&reference.tokens)
+            } else {
+                StepInput::Hidden(&hidden_in)
+            };
+            match shard.step(1, 0, input, LogitsMode::All).unwrap() {
+                StepOutput::Hidden(h) => {
+                    let want = flat(&reference.hidden[info.layers[1] + 1]);
+                    common::assert_close(
+                        &format!("{model} shard {i} (layers {:?})", info.layers),
+                        &h.data,
+                        &want,
+                        ATOL,
+                        RTOL,
+                    );
+                }
+                StepOutput::Logits(l) => {
+                    assert!(info.has_head);
+                    common::assert_close(
+                        &format!("{model} last shard alone: logits"),
+                        &l.data,
+                        &flat(&reference.logits),
+                        ATOL,
+                        RTOL,
+                    );
+                }
+            }
+            shard.close_session(1).unwrap();
+            assert_eq!(shard.session_len(1), None, "closing frees the session");
+        }
+    }
+}
+
+/// Growing the KV cache one token at a time gives the same logits as the prefill.
+#[test]
+fn decode_one_token_at_a_time_matches_prefill() {
+    for model in MODELS {
+        let reference = common::reference(&common::fixtures().join(model));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = common::split(&input_of(model), tmp.path(), 2);
+        let mut pipe = ModelDir::open(&dir).unwrap().cpu_pipeline().unwrap();
+        pipe.open(3).unwrap();
+        // Prefill two tokens, then one at a time.
+        let first = pipe
+            .forward(3, 0, &reference.tokens[..2], LogitsMode::Last)
+            .unwrap();
+        common::assert_close(
+            &format!("{model} prefill of 2: last logits"),
+            &first.data,
+            &reference.logits[1],
+            ATOL,
+            RTOL,
+        );
+        for p in 2..reference.tokens.len() {
+            let l = pipe
+                .forward(3, p, &reference.tokens[p..p + 1], LogitsMode::Last)
+                .unwrap();
+            common::assert_close(
+                &format!("{model} decode at {p}"),
+                &l.data,
+                &reference.logits[p],
+                ATOL,
+                RTOL,
+            );
+        }
+        // A step at the wrong position is refused.
+        assert!(pipe.forward(3, 1, &[1], LogitsMode::Last).is_err());
+        pipe.close(3).unwrap();
+    }
+}
+
+/// Greedy decoding reproduces the reference's continuation.
+#[test]
+fn greedy_continuation_matches_reference() {
+    for model in MODELS {
+        let reference = common::reference(&common::fixtures().join(model));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = common::split(&input_of(model), tmp.path(), 3);
+        let mut pipe = ModelDir::open(&dir).unwrap().cpu_pipeline().unwrap();
+        let mut sampler = Sampler::new(SamplingParams::default());
+        pipe.open(9).unwrap();
+        let mut seq = reference.tokens.clone();
+        let mut logits = pipe.forward(9, 0, &seq, LogitsMode::Last).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..reference.greedy.len() {
+            let next = sampler.sample_logits(&logits.data, &[]);
+            got.push(next);
+            seq.push(next);
+            logits = pipe
+                .forward(9, seq.len() - 1, &[next], LogitsMode::Last)
+                .unwrap();
+        }
+        assert_eq!(got, reference.greedy, "{model}: greedy continuation");
+    }
+}

