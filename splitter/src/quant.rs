@@ -124,7 +124,7 @@ impl GgmlType {
     /// number of blocks or the size overflows.
     pub fn bytes_for(&self, n_elements: u64) -> Option<u64> {
         let block = self.block_size() as u64;
-        if n_elements % block != 0 {
+        if !n_elements.is_multiple_of(block) {
             return None;
         }
         (n_elements / block).checked_mul(self.type_size() as u64)
@@ -190,7 +190,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), Deq
     }
     let n_elements = out.len();
     let block = ty.block_size();
-    if n_elements % block != 0 {
+    if !n_elements.is_multiple_of(block) {
         return Err(DequantError::PartialBlock {
             ty,
             n_elements,
@@ -463,7 +463,7 @@ mod tests {
         let qs: Vec<u8> = (0..16u8).map(|j| j | ((15 - j) << 4)).collect();
         let value = |j: usize| {
             let nib = if j < 16 { j } else { 15 - (j - 16) } as f32;
-            nib + if j % 3 == 0 { 16.0 } else { 0.0 }
+            nib + if j.is_multiple_of(3) { 16.0 } else { 0.0 }
         };
         let mut b0 = f16b(0.25).to_vec();
         b0.extend(qh.to_le_bytes());
@@ -584,12 +584,12 @@ mod tests {
             let sc: Vec<i8> = (0..16).map(|k| (k * 9 - 60 + blk) as i8).collect();
             let q: Vec<u8> = (0..QK_K).map(|i| ((i * 13 + 5) % 64) as u8).collect();
             let (mut ql, mut qh) = (vec![0u8; 128], vec![0u8; 64]);
-            for i in 0..QK_K {
+            for (i, &qi) in q.iter().enumerate() {
                 // Half h = i / 128, quarter k and position l inside it.
                 let (h, k, l) = (i / 128, (i % 128) / 32, i % 32);
                 let byte = 64 * h + l + if k % 2 == 1 { 32 } else { 0 };
-                ql[byte] |= (q[i] & 0xF) << if k >= 2 { 4 } else { 0 };
-                qh[32 * h + l] |= (q[i] >> 4) << (2 * k);
+                ql[byte] |= (qi & 0xF) << if k >= 2 { 4 } else { 0 };
+                qh[32 * h + l] |= (qi >> 4) << (2 * k);
             }
             bytes.extend(&ql);
             bytes.extend(&qh);
