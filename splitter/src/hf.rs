@@ -251,6 +251,8 @@ fn tokenizer(dir: &Path) -> Result<String> {
 /// Tensors of one or more safetensors files, by their name in the file.
 struct SafetensorsReader {
     arch: Architecture,
+    /// model.safetensors, or the index that maps names to files: where a missing tensor is missing from.
+    origin: PathBuf,
     files: Vec<(PathBuf, Mmap)>,
     /// Canonical name -> (file index, name in that file).
     index: HashMap<String, (usize, String)>,
@@ -260,6 +262,7 @@ impl SafetensorsReader {
     fn open(dir: &Path, arch: Architecture) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
+        let origin = if single.exists() { single.clone() } else { index_path.clone() };
         let file_names: Vec<String> = if single.exists() {
             vec!["model.safetensors".into()]
         } else if index_path.exists() {
@@ -316,7 +319,7 @@ impl SafetensorsReader {
             }
             files.push((path, map));
         }
-        Ok(SafetensorsReader { arch, files, index })
+        Ok(SafetensorsReader { arch, origin, files, index })
     }
 
     fn raw(&self, canon: &str) -> Result<(&Path, Vec<usize>, Vec<f32>)> {
@@ -324,7 +327,7 @@ impl SafetensorsReader {
             .index
             .get(canon)
             .ok_or_else(|| SplitError::MissingTensor {
-                path: self.files.first().map(|f| f.0.clone()).unwrap_or_default(),
+                path: self.origin.clone(),
                 tensor: canon.to_string(),
             })?;
         let (path, map) = &self.files[*fi];
