@@ -3,10 +3,15 @@
 //! This crate holds the engines, the tokenizer and sampling, and the command-line front end's
 //! building blocks; `splitter` (its own crate) imports checkpoints and writes shards.
 
+pub mod bench;
+pub mod bench_distributed;
+pub mod coordinator;
 pub mod engine;
 pub mod fetch;
 pub mod generate;
 pub mod model;
+pub mod node;
 pub mod protocol;
 pub mod sampling;
 pub mod tokenizer;
+pub mod wire_eval;

@@ -2,12 +2,14 @@
 //! local pipeline.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use splitter::Manifest;
 
 use crate::engine::ShardExecutor;
 use crate::engine::cpu::CpuShard;
+use crate::engine::gpu::{GpuContext, GpuShard};
 use crate::generate::LocalPipeline;
 use crate::tokenizer::Tokenizer;
 
@@ -67,6 +69,18 @@ impl ModelDir {
             .map(|i| {
                 Ok(Box::new(CpuShard::load(&self.dir, &self.manifest, i)?)
                     as Box<dyn ShardExecutor>)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        LocalPipeline::new(shards)
+    }
+
+    /// Loads every shard on the GPU engine, all on `ctx`'s device, in order.
+    pub fn gpu_pipeline(&self, ctx: &Arc<GpuContext>) -> Result<LocalPipeline> {
+        let shards = (0..self.manifest.shards.len())
+            .map(|i| {
+                let shard = GpuShard::load(ctx.clone(), &self.dir, &self.manifest, i)
+                    .with_context(|| format!("loading shard {i} on the GPU"))?;
+                Ok(Box::new(shard) as Box<dyn ShardExecutor>)
             })
             .collect::<Result<Vec<_>>>()?;
         LocalPipeline::new(shards)

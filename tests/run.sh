@@ -19,5 +19,11 @@ npm ci --prefix node-web --no-audit --no-fund --loglevel=error
 echo "== the default model (SmolLM2-135M-Instruct, fetched once into \$SYNAPSE_HOME)"
 cargo run --quiet --release --bin synapse -- fetch
 
+echo "== Vulkan driver for the GPU engine's tests (Mesa's lavapipe runs the WGSL on the CPU)"
+# tests/gpu_ops.rs and tests/gpu_model.rs need a Vulkan adapter; without a GPU, lavapipe is it.
+if ! ldconfig -p | grep -q 'libvulkan\.so\.1' || ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+
 echo "== cargo tests"
 cargo test --release --workspace --no-fail-fast

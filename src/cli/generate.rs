@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
+use synapse::engine::gpu::{GpuContext, GpuOptions};
 use synapse::generate::generate;
 use synapse::model::ModelDir;
 use synapse::sampling::SamplingParams;
@@ -13,6 +14,8 @@ use synapse::sampling::SamplingParams;
 pub enum Backend {
     /// The plain-Rust reference engine.
     Cpu,
+    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12; lavapipe without a GPU).
+    Gpu,
 }
 
 /// Arguments of `synapse generate`.
@@ -48,6 +51,9 @@ pub struct Args {
     /// After the text, print one JSON line: {"prompt_ids": [...], "ids": [...], "text": "..."}.
     #[arg(long)]
     json: bool,
+    /// Generate through a running coordinator (`http://HOST:PORT`) instead of in this process.
+    #[arg(long)]
+    coordinator: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -59,6 +65,9 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
     };
     params.validate().map_err(anyhow::Error::msg)?;
+    if let Some(url) = &args.coordinator {
+        return remote(url, &args, params);
+    }
     let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
     let model = ModelDir::open(&dir)?;
     let tok = model.tokenizer()?;
@@ -73,6 +82,11 @@ pub fn run(args: Args) -> Result<()> {
     let max_tokens = args.max_tokens.min(ctx - prompt_ids.len());
     let mut pipe = match args.backend {
         Backend::Cpu => model.cpu_pipeline()?,
+        Backend::Gpu => {
+            let gpu = GpuContext::new(&GpuOptions::default())?;
+            eprintln!("synapse: {}", gpu.describe().replace('\n', "\nsynapse: "));
+            model.gpu_pipeline(&gpu)?
+        }
     };
     let mut out = std::io::stdout().lock();
     let eos = model.manifest.config.eos_token_ids.clone();
@@ -103,4 +117,59 @@ pub fn run(args: Args) -> Result<()> {
         g.ids.len() as f64 / secs(g.decode_time),
     );
     Ok(())
+}
+
+/// Streams a generation from a coordinator's `/api/generate` (NDJSON).
+fn remote(url: &str, args: &Args, sampling: SamplingParams) -> Result<()> {
+    use futures_util::StreamExt;
+    use synapse::coordinator::session::{GenerateEvent, GenerateRequest};
+    let req = GenerateRequest {
+        prompt: args.prompt.clone(),
+        max_tokens: args.max_tokens,
+        sampling,
+    };
+    let endpoint = format!("{}/api/generate", url.trim_end_matches('/'));
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let resp = reqwest::Client::new()
+            .post(&endpoint)
+            .header("content-type", "application/json")
+            .body(serde_json::to_string(&req)?)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {endpoint}: {e}"))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            anyhow::bail!("the coordinator answered {status}: {}", resp.text().await.unwrap_or_default());
+        }
+        let mut out = std::io::stdout().lock();
+        let mut prompt_ids = Vec::new();
+        let mut body = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk?);
+            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let event: GenerateEvent = serde_json::from_slice(&line)
+                    .map_err(|e| anyhow::anyhow!("bad line from the coordinator: {e}"))?;
+                match event {
+                    GenerateEvent::Start { prompt_ids: p, .. } => prompt_ids = p,
+                    GenerateEvent::Token { text, .. } => {
+                        out.write_all(text.as_bytes())?;
+                        out.flush()?;
+                    }
+                    GenerateEvent::Done { ids, text, tokens_per_second, .. } => {
+                        writeln!(out)?;
+                        if args.json {
+                            writeln!(out, "{}", serde_json::json!({"prompt_ids": prompt_ids, "ids": ids, "text": text}))?;
+                        }
+                        eprintln!("synapse: {} tokens at {tokens_per_second:.1} tok/s through {url}", ids.len());
+                        return Ok(());
+                    }
+                    GenerateEvent::Error { message } => anyhow::bail!("the coordinator: {message}"),
+                }
+            }
+        }
+        anyhow::bail!("the coordinator closed the stream before the generation ended")
+    })
 }

@@ -1,7 +1,10 @@
 //! Command-line interface: one file per subcommand. The `///` comments are the help text.
 
+mod bench;
 mod fetch;
 mod generate;
+mod node;
+mod serve;
 mod split;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +26,12 @@ pub enum Command {
     Split(split::Args),
     /// Generate text from a prompt.
     Generate(generate::Args),
+    /// Run the coordinator headless: nodes join it, generations run through it.
+    Serve(serve::Args),
+    /// Join a coordinator as a native compute node.
+    Node(node::Args),
+    /// Measure prefill and decode speed, and the GPU time per op kind.
+    Bench(bench::Args),
 }
 
 /// Runs the parsed command.
@@ -31,5 +40,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Split(a) => split::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Node(a) => node::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

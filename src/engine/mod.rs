@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod error;
+pub mod gpu;
 pub mod weights;
 
 pub use error::EngineError;
@@ -101,4 +102,106 @@ pub trait ShardExecutor: Send {
         input: StepInput<'_>,
         logits: LogitsMode,
     ) -> Result<StepOutput, EngineError>;
+
+    /// Like [`step`](Self::step) on the shard holding the output head, returning only the `k`
+    /// largest logits of the last token as `(id, logit)`, most likely first (ties: lower id).
+    /// The default computes the full logits and selects on the CPU; the GPU engine selects on
+    /// the GPU and reads back only the `k` pairs.
+    fn step_top_k(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>, EngineError> {
+        if !self.shard().has_head {
+            return Err(EngineError::Shape(format!(
+                "shard {} has no output head",
+                self.shard().index
+            )));
+        }
+        match self.step(session, pos, input, LogitsMode::Last)? {
+            StepOutput::Logits(l) => Ok(top_k(&l.data, k)),
+            StepOutput::Hidden(_) => unreachable!("a shard with the head returns logits"),
+        }
+    }
+
+    /// Like [`step`](Self::step) on a shard without the head, returning its hidden states
+    /// quantized to int8 in SYN1's layout (one scale per row). The default quantizes on the
+    /// CPU; the GPU engine quantizes on the GPU and reads back bytes, not floats.
+    fn step_int8(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+    ) -> Result<Int8Rows, EngineError> {
+        if self.shard().has_head {
+            return Err(EngineError::Shape(format!(
+                "shard {} ends in the output head: it returns logits",
+                self.shard().index
+            )));
+        }
+        match self.step(session, pos, input, LogitsMode::Last)? {
+            StepOutput::Hidden(h) => Int8Rows::quantize(&h),
+            StepOutput::Logits(_) => unreachable!("a shard without the head returns hidden states"),
+        }
+    }
+}
+
+/// Hidden states quantized for the wire (SYN1 int8, several rows): `q (rows, cols)` and one
+/// scale per row, `scale = max|x| / 127` (1 for an all-zero row).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Int8Rows {
+    pub rows: usize,
+    pub cols: usize,
+    pub q: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+impl Int8Rows {
+    /// Quantizes `h` on the CPU with the protocol's exact rules.
+    pub fn quantize(h: &Activations) -> Result<Self, EngineError> {
+        use crate::protocol::{INT8_MAX_Q, quantize_into};
+        let mut q = Vec::with_capacity(h.rows * h.cols);
+        let mut scales = Vec::with_capacity(h.rows);
+        for r in 0..h.rows {
+            let s = quantize_into(h.row(r), INT8_MAX_Q, r * h.cols, &mut q)
+                .map_err(|e| EngineError::Shape(format!("quantizing hidden states: {e}")))?;
+            scales.push(s);
+        }
+        Ok(Int8Rows {
+            rows: h.rows,
+            cols: h.cols,
+            q,
+            scales,
+        })
+    }
+
+    /// `q * scale` per row, as f32 activations.
+    pub fn dequantize(&self) -> Activations {
+        let data = self
+            .q
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| f32::from(q) * self.scales[i / self.cols])
+            .collect();
+        Activations {
+            rows: self.rows,
+            cols: self.cols,
+            data,
+        }
+    }
+}
+
+/// The `k` largest of `logits` as `(id, logit)`, most likely first, ties to the lower id: the
+/// CPU reference of the GPU's top-k.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut c: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as u32, if l.is_nan() { f32::NEG_INFINITY } else { l }))
+        .collect();
+    c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    c.truncate(k);
+    c
 }

@@ -55,6 +55,15 @@ impl ShardTensors {
         })
     }
 
+    /// Wraps tensors already in memory (synthetic weights for benchmarks); `label` stands for
+    /// the file name in errors.
+    pub fn from_memory(label: &str, tensors: HashMap<String, (Vec<usize>, Vec<f16>)>) -> Self {
+        ShardTensors {
+            path: label.to_string(),
+            tensors,
+        }
+    }
+
     /// Removes and returns tensor `name`, which must have shape `shape`.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f16>, EngineError> {
         let (found, data) = self

@@ -1,0 +1,276 @@
+//! `synapse bench`: prefill and decode tokens/s, and GPU time per op kind.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use synapse::bench::{self, BenchReport, Synthetic};
+use synapse::engine::ShardExecutor;
+use synapse::engine::cpu::CpuShard;
+use synapse::engine::gpu::{GpuContext, GpuOptions, GpuShard, Profile};
+use synapse::model::ModelDir;
+
+use super::generate::Backend;
+
+/// Arguments of `synapse bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model directory made by `synapse split`; the default model (fetched on first use) when
+    /// neither this nor --synthetic is given.
+    #[arg(long, conflicts_with = "synthetic")]
+    model: Option<PathBuf>,
+    /// Random weights with this model's exact shapes instead of a model directory (GPU only).
+    #[arg(long, value_enum)]
+    synthetic: Option<Synthetic>,
+    /// Shards to split --synthetic weights into (layers divided evenly).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Engine that runs the shards.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+    /// Tokens in the prompt (prefill).
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens generated after it (decode, greedy).
+    #[arg(long, default_value_t = 32)]
+    gen_tokens: usize,
+    /// Run each block's norms as their own dispatches instead of fusing them into the products
+    /// (the default on CPU adapters such as lavapipe).
+    #[arg(long)]
+    separate_norms: bool,
+    /// Skip the extra run that times each op with GPU timestamps.
+    #[arg(long)]
+    no_profile: bool,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+enum Loaded {
+    Cpu(Vec<CpuShard>),
+    Gpu(Vec<GpuShard>),
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.prompt_tokens == 0 {
+        bail!("--prompt-tokens must be at least 1");
+    }
+    let gpu = match args.backend {
+        Backend::Gpu => Some(GpuContext::new(&GpuOptions::default())?),
+        Backend::Cpu => None,
+    };
+    if let Some(g) = &gpu {
+        eprintln!("{}", g.describe());
+    }
+    let (label, cfg, mut loaded, weight_bytes) = match (args.synthetic, &gpu) {
+        (Some(which), Some(ctx)) => {
+            let (arch, cfg) = which.config();
+            let mut shards = Vec::new();
+            for (info, mut t) in which.shards(args.shards)? {
+                shards.push(GpuShard::from_tensors(
+                    ctx.clone(),
+                    &mut t,
+                    &info,
+                    arch,
+                    &cfg,
+                )?);
+            }
+            if args.separate_norms {
+                shards.iter_mut().for_each(|s| s.set_fuse_norms(false));
+            }
+            let bytes = shards.iter().map(GpuShard::weight_bytes).sum();
+            (
+                format!("synthetic {which:?}"),
+                cfg,
+                Loaded::Gpu(shards),
+                bytes,
+            )
+        }
+        (Some(_), None) => bail!("--synthetic runs on the GPU backend only (--backend gpu)"),
+        (None, _) => {
+            let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
+            let m = ModelDir::open(&dir)?;
+            let n = m.manifest.shards.len();
+            let bytes = m.manifest.shards.iter().map(|s| s.bytes).sum();
+            let loaded = match &gpu {
+                Some(ctx) => {
+                    let mut shards = (0..n)
+                        .map(|i| GpuShard::load(ctx.clone(), &dir, &m.manifest, i))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if args.separate_norms {
+                        shards.iter_mut().for_each(|s| s.set_fuse_norms(false));
+                    }
+                    Loaded::Gpu(shards)
+                }
+                None => Loaded::Cpu(
+                    (0..n)
+                        .map(|i| CpuShard::load(&dir, &m.manifest, i))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+            (
+                dir.display().to_string(),
+                m.manifest.config.clone(),
+                loaded,
+                bytes,
+            )
+        }
+    };
+    if args.prompt_tokens + args.gen_tokens > cfg.context_length {
+        bail!(
+            "--prompt-tokens + --gen-tokens exceed the context length {}",
+            cfg.context_length
+        );
+    }
+    let prompt = bench::prompt_ids(args.prompt_tokens, cfg.vocab_size);
+    let gen_tokens = args.gen_tokens;
+
+    let (timing, shards) = {
+        let mut refs: Vec<&mut dyn ShardExecutor> = match &mut loaded {
+            Loaded::Cpu(v) => v.iter_mut().map(|s| s as &mut dyn ShardExecutor).collect(),
+            Loaded::Gpu(v) => v.iter_mut().map(|s| s as &mut dyn ShardExecutor).collect(),
+        };
+        // Warm-up: pipelines, scratch buffers and bind groups for both step shapes.
+        bench::time_generation(&mut refs, 1000, &prompt, gen_tokens.min(3))?;
+        let timing = bench::time_generation(&mut refs, 1, &prompt, gen_tokens)?;
+        (timing, refs.len())
+    };
+
+    let mut report = BenchReport {
+        adapter: gpu
+            .as_ref()
+            .map_or_else(cpu_name, |g| g.adapter_name().to_string()),
+        backend: format!("{:?}", args.backend).to_lowercase(),
+        model: label,
+        shards,
+        prompt_tokens: prompt.len(),
+        gen_tokens,
+        prefill_ms: timing.prefill_s * 1e3,
+        prefill_tok_s: prompt.len() as f64 / timing.prefill_s,
+        decode_ms_per_token: timing.decode_s * 1e3 / gen_tokens.max(1) as f64,
+        decode_tok_s: gen_tokens as f64 / timing.decode_s.max(1e-12),
+        weight_bytes,
+        decode_weight_gb_s: weight_bytes as f64 * gen_tokens as f64
+            / timing.decode_s.max(1e-12)
+            / 1e9,
+        dispatches_per_decode_step: None,
+        decode_encode_ms: None,
+        decode_wait_ms: None,
+        profile_note: None,
+        prefill_ops: Vec::new(),
+        decode_ops: Vec::new(),
+    };
+    match &mut loaded {
+        Loaded::Cpu(_) => {
+            report.profile_note =
+                Some("the CPU backend has no per-op timer; use --backend gpu".into())
+        }
+        Loaded::Gpu(v) => {
+            report.dispatches_per_decode_step = Some(v.iter().map(GpuShard::last_dispatches).sum());
+            let (encode, wait) = host_times(v, &prompt, gen_tokens)?;
+            report.decode_encode_ms = Some(encode * 1e3);
+            report.decode_wait_ms = Some(wait * 1e3);
+            let ctx = gpu.as_ref().expect("gpu backend");
+            if args.no_profile {
+                report.profile_note = Some("skipped (--no-profile)".into());
+            } else if !ctx.has_timestamps() {
+                report.profile_note = Some(format!(
+                    "adapter {} has no TIMESTAMP_QUERY: no GPU times per op",
+                    ctx.adapter_name()
+                ));
+            } else {
+                let (prefill, decode, n) = profile(v, &prompt, gen_tokens)?;
+                report.prefill_ops = bench::op_times(&prefill, 1.0);
+                report.decode_ops = bench::op_times(&decode, n.max(1) as f64);
+                report.profile_note = Some(
+                    "GPU timestamps around each dispatch (one pass per dispatch), a separate run"
+                        .into(),
+                );
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", bench::table(&report));
+    }
+    Ok(())
+}
+
+/// A run with timestamps on: the prefill's profile, and the decode's summed over the returned
+/// number of tokens.
+fn profile(
+    shards: &mut [GpuShard],
+    prompt: &[u32],
+    gen_tokens: usize,
+) -> Result<(Profile, Profile, usize)> {
+    let session = 2;
+    let n = gen_tokens.min(16);
+    for s in shards.iter_mut() {
+        s.set_profiling(true)?;
+        s.take_profile();
+        s.open_session(session)?;
+    }
+    let take = |shards: &mut [GpuShard]| {
+        let mut p = Profile::default();
+        for s in shards.iter_mut() {
+            p.add(&s.take_profile());
+        }
+        p
+    };
+    let mut next = bench::step_all(&mut dyn_refs(shards), session, 0, prompt)?;
+    let prefill = take(shards);
+    for i in 0..n {
+        next = bench::step_all(&mut dyn_refs(shards), session, prompt.len() + i, &[next])?;
+    }
+    let decode = take(shards);
+    for s in shards.iter_mut() {
+        s.close_session(session)?;
+        s.set_profiling(false)?;
+    }
+    Ok((prefill, decode, n))
+}
+
+/// Host seconds per decode step (all shards): recording + encoding, and submit to result.
+fn host_times(shards: &mut [GpuShard], prompt: &[u32], gen_tokens: usize) -> Result<(f64, f64)> {
+    let session = 4;
+    let n = gen_tokens.clamp(1, 32);
+    for s in shards.iter_mut() {
+        s.open_session(session)?;
+    }
+    let mut next = bench::step_all(&mut dyn_refs(shards), session, 0, prompt)?;
+    for s in shards.iter_mut() {
+        s.take_host_times();
+    }
+    for i in 0..n {
+        next = bench::step_all(&mut dyn_refs(shards), session, prompt.len() + i, &[next])?;
+    }
+    let (mut encode, mut wait) = (0.0, 0.0);
+    for s in shards.iter_mut() {
+        let h = s.take_host_times();
+        encode += h.encode_s;
+        wait += h.wait_s;
+        s.close_session(session)?;
+    }
+    Ok((encode / n as f64, wait / n as f64))
+}
+
+fn dyn_refs(shards: &mut [GpuShard]) -> Vec<&mut dyn ShardExecutor> {
+    shards
+        .iter_mut()
+        .map(|s| s as &mut dyn ShardExecutor)
+        .collect()
+}
+
+fn cpu_name() -> String {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "CPU".into());
+    format!("{model} ({threads} threads)")
+}

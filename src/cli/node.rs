@@ -1,0 +1,77 @@
+//! `synapse node`: a native compute node joining a coordinator.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use synapse::coordinator::wire::NodeKind;
+use synapse::engine::ShardExecutor;
+use synapse::engine::cpu::CpuShard;
+use synapse::node::NodeConfig;
+
+/// Which engine a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The plain-Rust reference engine.
+    Cpu,
+}
+
+/// Arguments of `synapse node`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The coordinator's node URL with the join token, as `synapse serve` prints it.
+    #[arg(long)]
+    url: String,
+    /// Engine that runs the shards.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+    /// Name shown by the coordinator (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Memory offered for weights and caches, in MB (default: what the machine has available).
+    #[arg(long)]
+    memory_mb: Option<u64>,
+}
+
+/// A node configuration for `backend`, measuring its speed.
+pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeConfig> {
+    let loader: synapse::node::worker::ShardLoader = match backend {
+        Backend::Cpu => Arc::new(|dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
+            Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
+        }),
+    };
+    Ok(NodeConfig {
+        url,
+        name,
+        kind: NodeKind::Native,
+        backend: "cpu".into(),
+        adapter: format!("CPU ({} threads)", rayon::current_num_threads()),
+        memory_bytes: synapse::node::available_memory(),
+        cache_dir: synapse::fetch::synapse_home().join("node-cache"),
+        model_dir: None,
+        loader,
+        gflops: synapse::node::measure_cpu_gflops(),
+        stats: Default::default(),
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let name = args.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "native".into())
+    });
+    let mut cfg = node_config(args.url.clone(), name, args.backend)?;
+    if let Some(mb) = args.memory_mb {
+        cfg.memory_bytes = mb * 1_000_000;
+    }
+    synapse::node::http_base(&cfg.url)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = stop_tx.send(true);
+        });
+        synapse::node::run(cfg, stop_rx).await
+    })
+}

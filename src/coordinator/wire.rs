@@ -1,0 +1,103 @@
+//! The JSON control messages between the coordinator and its nodes (WebSocket text frames).
+//! Activations, token ids and top logits travel as SYN1 binary frames (`crate::protocol`);
+//! a `step` control message announces each binary frame that follows it, with the same
+//! request id. Documented in docs/PROTOCOL.md ("Node control messages").
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this control vocabulary; a node speaking another is refused.
+pub const CONTROL_VERSION: u32 = 1;
+/// Largest control message accepted, in bytes.
+pub const MAX_CONTROL_BYTES: usize = 64 * 1024;
+
+/// What kind of device a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A browser tab (WebGPU).
+    Browser,
+    /// A `synapse node` process.
+    Native,
+    /// A node started inside the coordinator's process (`--local-nodes`).
+    Local,
+}
+
+/// How a node's hidden-state output is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireEncoding {
+    F32,
+    Int8,
+    /// SYN1 RICE (quantization 3): entropy-coded, one step a row (docs/PROTOCOL.md).
+    Rice,
+}
+
+/// What the last shard of a step returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepOutputKind {
+    /// Hidden states of the last row(s), for the next node.
+    Hidden { encoding: WireEncoding },
+    /// The top `k` logits of the last position.
+    TopK { k: usize },
+}
+
+/// Messages a node sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NodeMessage {
+    /// First message after connecting: who the node is and what it can hold.
+    Hello {
+        version: u32,
+        name: String,
+        kind: NodeKind,
+        /// `cpu` or `gpu`.
+        backend: String,
+        /// The adapter (GPU name, or the CPU).
+        adapter: String,
+        /// Memory the node offers for weights and caches.
+        memory_bytes: u64,
+        /// Measured speed of a quick matrix-vector benchmark.
+        gflops: f64,
+    },
+    /// Download/load progress of a shard, 0 to 1.
+    ShardProgress { shard: usize, fraction: f32 },
+    /// The shard is loaded and can run steps.
+    ShardReady { shard: usize },
+    /// The shard could not be loaded.
+    ShardFailed { shard: usize, error: String },
+    /// A step could not run; the coordinator treats the session's route as broken.
+    StepFailed { step: u32, error: String },
+}
+
+/// Messages the coordinator sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CoordinatorMessage {
+    /// Reply to `hello`: the node's id and the model it will serve.
+    Welcome {
+        node_id: u64,
+        manifest: Box<splitter::Manifest>,
+    },
+    /// Download (from `url`, relative to the coordinator) and load shard `shard`.
+    Load {
+        shard: usize,
+        url: String,
+        sha256: String,
+        bytes: u64,
+    },
+    /// Drop shard `shard` and its caches.
+    Unload { shard: usize },
+    /// Run shards `first..=last` for `session` at position `pos`; the binary frame with
+    /// request id `step` follows. The session's caches are created on first use.
+    Step {
+        step: u32,
+        session: u64,
+        pos: usize,
+        first: usize,
+        last: usize,
+        output: StepOutputKind,
+    },
+    /// Free `session`'s caches on every shard of the node.
+    Close { session: u64 },
+}

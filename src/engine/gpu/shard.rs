@@ -1,0 +1,695 @@
+//! [`GpuShard`]: a shard's weights on the GPU and the [`ShardExecutor`] that runs its layer
+//! range. A step is one command buffer: upload the input, embed (first shard), every block,
+//! then either the final norm and head (last shard: logits, or top-k on the GPU) or the
+//! boundary activation (f32, or int8 quantized on the GPU); one read-back at the end.
+//!
+//! Kept between steps: pipelines (in the context), scratch buffers sized for the largest `T`
+//! seen, the uniform buffer and bind groups (in the [`Runner`]), the read-back buffer. Created
+//! per session: its KV caches, freed by `close_session`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use splitter::{Architecture, Manifest, ModelConfig, ShardInfo};
+
+use super::super::weights::ShardTensors;
+use super::super::{
+    Activations, EngineError, Int8Rows, LogitsMode, SessionId, ShardExecutor, StepInput, StepOutput,
+};
+use super::buffers::{Readback, f32s, storage, storage_init, u32s};
+use super::context::GpuContext;
+use super::forward::{Activ, record_layer};
+use super::load::ShardWeights;
+use super::ops::{self, Epilogue, Heads, MatmulIo, MatmulKernel};
+use super::recorder::{Profile, Recorder, Runner};
+use super::session::Session;
+
+/// Scratch buffers of a step, sized for `cap` tokens.
+struct Scratch {
+    cap: usize,
+    tokens: wgpu::Buffer,
+    x: wgpu::Buffer,
+    a: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    q: wgpu::Buffer,
+    att: wgpu::Buffer,
+    h: wgpu::Buffer,
+    ml: wgpu::Buffer,
+    acc: wgpu::Buffer,
+    scales: wgpu::Buffer,
+    q8: wgpu::Buffer,
+}
+
+impl Scratch {
+    fn new(ctx: &GpuContext, cfg: &ModelConfig, arch: Architecture, cap: usize) -> Self {
+        let f4 = |n: usize| (n * 4) as u64;
+        let (c, f) = (cfg.hidden_size, cfg.ffn_size);
+        let h = heads(cfg);
+        let qd = h.heads * h.hd;
+        let (ml, acc) = ops::attention_scratch(cap, h);
+        let hidden = match arch {
+            Architecture::Gpt2 => f,
+            Architecture::Llama => 2 * f,
+        };
+        Scratch {
+            cap,
+            tokens: storage(ctx, "tokens", f4(cap)),
+            x: storage(ctx, "x", f4(cap * c)),
+            a: storage(ctx, "a", f4(cap * c)),
+            qkv: storage(ctx, "qkv", f4(cap * (qd + 2 * h.kv_heads * h.hd))),
+            q: storage(ctx, "q", f4(cap * qd)),
+            att: storage(ctx, "att", f4(cap * qd)),
+            h: storage(ctx, "h", f4(cap * hidden)),
+            ml: storage(ctx, "attention m, l", f4(ml)),
+            acc: storage(ctx, "attention acc", f4(acc)),
+            scales: storage(ctx, "int8 scales", f4(cap)),
+            q8: storage(ctx, "int8 values", (cap * c).div_ceil(4) as u64 * 4),
+        }
+    }
+
+    fn activ(&self) -> Activ<'_> {
+        Activ {
+            x: &self.x,
+            a: &self.a,
+            qkv: &self.qkv,
+            q: &self.q,
+            att: &self.att,
+            h: &self.h,
+            ml: &self.ml,
+            acc: &self.acc,
+        }
+    }
+}
+
+fn heads(cfg: &ModelConfig) -> Heads {
+    Heads {
+        heads: cfg.n_heads,
+        kv_heads: cfg.n_kv_heads,
+        hd: cfg.head_dim,
+    }
+}
+
+/// What a step reads back.
+enum Want {
+    Hidden,
+    Int8,
+    Logits(LogitsMode),
+    TopK(usize),
+}
+
+/// What it got.
+enum Got {
+    Hidden(Activations),
+    Int8(Int8Rows),
+    Logits(Activations),
+    TopK(Vec<(u32, f32)>),
+}
+
+/// One shard on the GPU.
+pub struct GpuShard {
+    ctx: Arc<GpuContext>,
+    info: ShardInfo,
+    arch: Architecture,
+    cfg: ModelConfig,
+    weights: ShardWeights,
+    rope_table: Option<wgpu::Buffer>,
+    scratch: Option<Scratch>,
+    logits: Option<(wgpu::Buffer, usize)>,
+    topk: Option<([wgpu::Buffer; 4], usize)>,
+    sessions: HashMap<SessionId, Session>,
+    runner: Runner,
+    readback: Readback,
+    matmul: MatmulKernel,
+    fuse_norms: bool,
+    profile: Profile,
+    dispatches: usize,
+    host: HostTimes,
+}
+
+/// Where a step's wall time goes on the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostTimes {
+    pub steps: usize,
+    /// Checking, recording and encoding the command buffer, in seconds.
+    pub encode_s: f64,
+    /// From submission until the result is read back (GPU execution plus the wait).
+    pub wait_s: f64,
+}
+
+impl GpuShard {
+    /// Loads shard `index` of the model in `dir` onto `ctx`'s device.
+    pub fn load(
+        ctx: Arc<GpuContext>,
+        dir: &Path,
+        manifest: &Manifest,
+        index: usize,
+    ) -> Result<Self, EngineError> {
+        let info = manifest
+            .shards
+            .get(index)
+            .ok_or_else(|| EngineError::Load {
+                path: dir.display().to_string(),
+                what: format!("no shard {index} (the model has {})", manifest.shards.len()),
+            })?;
+        let mut t = ShardTensors::load(&dir.join(&info.file), info.bytes)?;
+        let shard = Self::from_tensors(ctx, &mut t, info, manifest.architecture, &manifest.config)?;
+        t.finish()?;
+        Ok(shard)
+    }
+
+    /// Builds a shard from tensors already in memory (`synapse bench --synthetic` makes them).
+    pub fn from_tensors(
+        ctx: Arc<GpuContext>,
+        t: &mut ShardTensors,
+        info: &ShardInfo,
+        arch: Architecture,
+        cfg: &ModelConfig,
+    ) -> Result<Self, EngineError> {
+        let h = heads(cfg);
+        if h.hd > ctx.consts.att_max_hd as usize || h.hd % 2 != 0 {
+            return Err(EngineError::Gpu(format!(
+                "head size {} is odd or above the attention kernel's ATT_MAX_HD {}",
+                h.hd, ctx.consts.att_max_hd
+            )));
+        }
+        ctx.warm_up()?;
+        let weights = ShardWeights::upload(&ctx, t, info, arch, cfg)?;
+        let rope_table = match arch {
+            Architecture::Llama => Some(storage_init(
+                &ctx,
+                "rope cos/sin",
+                bytemuck::cast_slice(&ops::rope_table(
+                    cfg.rope_theta,
+                    cfg.head_dim,
+                    cfg.context_length,
+                )),
+            )),
+            Architecture::Gpt2 => None,
+        };
+        ctx.take_errors()?;
+        let runner = Runner::new(&ctx);
+        // Fusing the norms into the products saves dispatches but adds workgroup barriers,
+        // which a CPU adapter (lavapipe) pays for more than the dispatches.
+        let fuse_norms = ctx.adapter_info().device_type != wgpu::DeviceType::Cpu;
+        Ok(GpuShard {
+            ctx,
+            info: info.clone(),
+            arch,
+            cfg: cfg.clone(),
+            weights,
+            rope_table,
+            scratch: None,
+            logits: None,
+            topk: None,
+            sessions: HashMap::new(),
+            runner,
+            readback: Readback::default(),
+            matmul: MatmulKernel::Auto,
+            fuse_norms,
+            profile: Profile::default(),
+            dispatches: 0,
+            host: HostTimes::default(),
+        })
+    }
+
+    /// The device this shard runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// Bytes of weights on the GPU.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights.bytes
+    }
+
+    /// Bytes of KV cache held by open sessions.
+    pub fn session_bytes(&self) -> u64 {
+        self.sessions.values().map(Session::bytes).sum()
+    }
+
+    /// Forces one matrix-product kernel (tests and benchmarks).
+    pub fn set_matmul_kernel(&mut self, which: MatmulKernel) {
+        self.matmul = which;
+    }
+
+    /// Fuses each block's norms into the products that read them (the default on GPUs) or runs
+    /// them as their own dispatches (the default on CPU adapters).
+    pub fn set_fuse_norms(&mut self, on: bool) {
+        self.fuse_norms = on;
+    }
+
+    /// Turns per-dispatch GPU timestamps on (an error where the adapter has none) or off.
+    pub fn set_profiling(&mut self, on: bool) -> Result<(), EngineError> {
+        self.runner.set_profiling(&self.ctx, on)
+    }
+
+    /// Host time per phase summed over the steps since the last call.
+    pub fn take_host_times(&mut self) -> HostTimes {
+        std::mem::take(&mut self.host)
+    }
+
+    /// Dispatches the last step recorded.
+    pub fn last_dispatches(&self) -> usize {
+        self.dispatches
+    }
+
+    /// GPU time per op kind summed over the steps since the last call.
+    pub fn take_profile(&mut self) -> Profile {
+        std::mem::take(&mut self.profile)
+    }
+
+    fn ensure_scratch(&mut self, t: usize) {
+        if self.scratch.as_ref().is_some_and(|s| s.cap >= t) {
+            return;
+        }
+        let cap = t
+            .next_power_of_two()
+            .max(8)
+            .min(self.cfg.context_length.max(t));
+        self.scratch = Some(Scratch::new(&self.ctx, &self.cfg, self.arch, cap));
+        self.runner.clear_cache();
+    }
+
+    /// The logits buffer, for at least `rows` rows if the binding limit allows; returns it and
+    /// the rows it holds.
+    fn logits_buffer(&mut self, rows: usize) -> (wgpu::Buffer, usize) {
+        let v = self.cfg.vocab_size;
+        let most = ((self.ctx.max_binding() / (v as u64 * 4)) as usize).max(1);
+        let want = rows.min(most);
+        if let Some((b, r)) = &self.logits
+            && *r >= want
+        {
+            return (b.clone(), *r);
+        }
+        let r = want.next_power_of_two().min(most);
+        let b = storage(&self.ctx, "logits", (r * v * 4) as u64);
+        if let Some((old, _)) = self.logits.replace((b.clone(), r)) {
+            self.runner.forget(&[old]);
+        }
+        (b, r)
+    }
+
+    fn topk_buffers(&mut self, k: usize) -> [wgpu::Buffer; 4] {
+        if let Some((b, kk)) = &self.topk
+            && *kk >= k
+        {
+            return b.clone();
+        }
+        let n = ops::topk_scratch(&self.ctx, self.cfg.vocab_size, k) as u64 * 4;
+        let b = [
+            storage(&self.ctx, "top-k values 0", n),
+            storage(&self.ctx, "top-k ids 0", n),
+            storage(&self.ctx, "top-k values 1", n),
+            storage(&self.ctx, "top-k ids 1", n),
+        ];
+        if let Some((old, _)) = self.topk.replace((b.clone(), k)) {
+            self.runner.forget(&old);
+        }
+        b
+    }
+
+    fn check_step(
+        &self,
+        session: SessionId,
+        pos: usize,
+        input: &StepInput<'_>,
+    ) -> Result<(), EngineError> {
+        let len = self
+            .sessions
+            .get(&session)
+            .ok_or(EngineError::Session {
+                session,
+                what: "not open".into(),
+            })?
+            .len;
+        if pos != len {
+            return Err(EngineError::Session {
+                session,
+                what: format!("step at position {pos}, but {len} tokens are cached"),
+            });
+        }
+        let t = input.len();
+        if t == 0 {
+            return Err(EngineError::Shape("a step needs at least one token".into()));
+        }
+        if pos + t > self.cfg.context_length {
+            return Err(EngineError::Context {
+                pos: pos + t,
+                context: self.cfg.context_length,
+            });
+        }
+        let c = self.cfg.hidden_size;
+        match (input, &self.weights.embedding) {
+            (StepInput::Tokens(ids), Some(_)) => {
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
+                    return Err(EngineError::Token {
+                        id,
+                        vocab: self.cfg.vocab_size,
+                    });
+                }
+            }
+            (StepInput::Hidden(h), None) if h.cols == c => {}
+            (StepInput::Hidden(h), None) => {
+                return Err(EngineError::Shape(format!(
+                    "hidden states have {} columns, expected {c}",
+                    h.cols
+                )));
+            }
+            (StepInput::Tokens(_), None) => {
+                return Err(EngineError::Shape(format!(
+                    "shard {} takes hidden states, not token ids",
+                    self.info.index
+                )));
+            }
+            (StepInput::Hidden(_), Some(_)) => {
+                return Err(EngineError::Shape(
+                    "the first shard takes token ids, not hidden states".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one step and reads back what `want` asks for.
+    fn run(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+        want: Want,
+    ) -> Result<Got, EngineError> {
+        self.check_step(session, pos, &input)?;
+        let started = Instant::now();
+        let has_head = self.weights.head.is_some();
+        match want {
+            Want::Logits(_) | Want::TopK(_) if !has_head => {
+                return Err(EngineError::Shape(format!(
+                    "shard {} has no output head",
+                    self.info.index
+                )));
+            }
+            Want::Hidden | Want::Int8 if has_head => {
+                return Err(EngineError::Shape(format!(
+                    "shard {} ends in the output head: it returns logits",
+                    self.info.index
+                )));
+            }
+            _ => {}
+        }
+        let ctx = self.ctx.clone();
+        let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let t = input.len();
+        self.ensure_scratch(t);
+        let logits = match want {
+            Want::Logits(LogitsMode::All) => Some(self.logits_buffer(t)),
+            Want::Logits(LogitsMode::Last) | Want::TopK(_) => Some(self.logits_buffer(1)),
+            _ => None,
+        };
+        let topk = match want {
+            Want::TopK(k) => Some(self.topk_buffers(k)),
+            _ => None,
+        };
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        let n_layers = self.weights.layers.len();
+        let kv_dim = self.cfg.n_kv_heads * self.cfg.head_dim;
+        let sess = self.sessions.get_mut(&session).expect("checked");
+        let old = sess.reserve(
+            &ctx,
+            &mut encoder,
+            n_layers,
+            kv_dim,
+            pos + t,
+            self.cfg.context_length,
+        )?;
+        if !old.is_empty() {
+            self.runner.forget(&old);
+        }
+        let sess = &self.sessions[&session];
+        let s = self.scratch.as_ref().expect("ensured");
+        match input {
+            StepInput::Tokens(ids) => {
+                ctx.queue
+                    .write_buffer(&s.tokens, 0, bytemuck::cast_slice(ids))
+            }
+            StepInput::Hidden(h) => ctx
+                .queue
+                .write_buffer(&s.x, 0, bytemuck::cast_slice(&h.data)),
+        }
+
+        let mut rec = Recorder::default();
+        if let Some(emb) = &self.weights.embedding {
+            ops::embed(
+                &mut rec,
+                &ctx,
+                &s.tokens,
+                t,
+                &emb.tokens,
+                emb.positions.as_ref(),
+                pos,
+                &s.x,
+            );
+        }
+        let buf = s.activ();
+        for (layer, (k, vb)) in self.weights.layers.iter().zip(&sess.layers) {
+            record_layer(
+                &mut rec,
+                &ctx,
+                self.arch,
+                &self.cfg,
+                layer,
+                &buf,
+                (k, vb),
+                self.rope_table.as_ref(),
+                t,
+                pos,
+                self.matmul,
+                self.fuse_norms,
+            );
+        }
+
+        // What comes back, and where it lies in the read-back buffer.
+        let read_bytes: u64;
+        match want {
+            Want::Hidden => {
+                read_bytes = (t * c * 4) as u64;
+                let rb = self.readback.reserve(&ctx, read_bytes).clone();
+                rec.copy(&s.x, 0, &rb, 0, read_bytes);
+            }
+            Want::Int8 => {
+                ops::quantize_int8(&mut rec, &ctx, &s.x, t, c, &s.scales, &s.q8);
+                let qbytes = (t * c).div_ceil(4) as u64 * 4;
+                read_bytes = qbytes + (t * 4) as u64;
+                let rb = self.readback.reserve(&ctx, read_bytes).clone();
+                rec.copy(&s.q8, 0, &rb, 0, qbytes);
+                rec.copy(&s.scales, 0, &rb, qbytes, (t * 4) as u64);
+            }
+            Want::Logits(_) | Want::TopK(_) => {
+                let head = self.weights.head.as_ref().expect("checked");
+                let weight = match (&head.weight, &self.weights.embedding) {
+                    (Some(w), _) => w,
+                    (None, Some(e)) => &e.tokens,
+                    (None, None) => unreachable!("a tied head is kept only beside the embedding"),
+                };
+                let (rows, first) = match want {
+                    Want::Logits(LogitsMode::All) => (t, 0),
+                    _ => (1, t - 1),
+                };
+                let kind = ShardWeights::norm_kind(self.arch);
+                ops::norm(
+                    &mut rec,
+                    &ctx,
+                    kind,
+                    &s.x,
+                    first,
+                    rows,
+                    &head.norm_w,
+                    head.norm_b.as_ref(),
+                    self.cfg.norm_eps,
+                    &s.a,
+                );
+                let (lb, group) = logits.expect("made above");
+                if let Want::TopK(k) = want {
+                    self.head_rows(&mut rec, weight, &s.a, 0, 1, &lb);
+                    let b = topk.as_ref().expect("made above");
+                    let (ov, oi) =
+                        ops::top_k(&mut rec, &ctx, &lb, v, k, [(&b[0], &b[1]), (&b[2], &b[3])]);
+                    read_bytes = (k * 8) as u64;
+                    let rb = self.readback.reserve(&ctx, read_bytes).clone();
+                    rec.copy(ov, 0, &rb, 0, (k * 4) as u64);
+                    rec.copy(oi, 0, &rb, (k * 4) as u64, (k * 4) as u64);
+                } else {
+                    read_bytes = (rows * v * 4) as u64;
+                    let rb = self.readback.reserve(&ctx, read_bytes).clone();
+                    let mut r0 = 0;
+                    while r0 < rows {
+                        let g = group.min(rows - r0);
+                        self.head_rows(&mut rec, weight, &s.a, r0, g, &lb);
+                        rec.copy(&lb, 0, &rb, (r0 * v * 4) as u64, (g * v * 4) as u64);
+                        r0 += g;
+                    }
+                }
+            }
+        }
+        self.dispatches = rec.dispatches();
+        self.runner.encode(&ctx, &mut encoder, rec)?;
+        let cmd = encoder.finish();
+        let submitted = Instant::now();
+        ctx.queue.submit([cmd]);
+        let bytes = self.readback.read(&ctx, read_bytes)?;
+        self.host.steps += 1;
+        self.host.encode_s += (submitted - started).as_secs_f64();
+        self.host.wait_s += submitted.elapsed().as_secs_f64();
+        drop(old);
+        if let Some(p) = self.runner.read_profile(&ctx)? {
+            self.profile.add(&p);
+        }
+        self.sessions.get_mut(&session).expect("checked").len = pos + t;
+        Ok(match want {
+            Want::Hidden => Got::Hidden(Activations::new(t, c, f32s(&bytes))?),
+            Want::Int8 => {
+                let n = t * c;
+                let qbytes = n.div_ceil(4) * 4;
+                Got::Int8(Int8Rows {
+                    rows: t,
+                    cols: c,
+                    q: bytes[..n].iter().map(|&b| b as i8).collect(),
+                    scales: f32s(&bytes[qbytes..]),
+                })
+            }
+            Want::Logits(_) => {
+                Got::Logits(Activations::new(bytes.len() / (v * 4), v, f32s(&bytes))?)
+            }
+            Want::TopK(k) => {
+                let vals = f32s(&bytes[..k * 4]);
+                let ids = u32s(&bytes[k * 4..]);
+                Got::TopK(ids.into_iter().zip(vals).collect())
+            }
+        })
+    }
+
+    /// Records `logits (g, V) = a[r0..r0 + g] @ head^T`.
+    fn head_rows(
+        &self,
+        rec: &mut Recorder,
+        weight: &super::buffers::GpuMatrix,
+        a: &wgpu::Buffer,
+        r0: usize,
+        g: usize,
+        logits: &wgpu::Buffer,
+    ) {
+        let io = MatmulIo {
+            x: a,
+            x_row: r0,
+            t: g,
+            gated: false,
+            norm: None,
+            out: logits,
+            out_stride: self.cfg.vocab_size,
+            out_col: 0,
+        };
+        ops::matmul(
+            rec,
+            &self.ctx,
+            "matmul.head",
+            &io,
+            weight,
+            None,
+            Epilogue::default(),
+            self.matmul,
+        );
+    }
+}
+
+impl ShardExecutor for GpuShard {
+    fn shard(&self) -> &ShardInfo {
+        &self.info
+    }
+
+    fn open_session(&mut self, session: SessionId) -> Result<(), EngineError> {
+        if self.sessions.contains_key(&session) {
+            return Err(EngineError::Session {
+                session,
+                what: "already open".into(),
+            });
+        }
+        self.sessions.insert(session, Session::new());
+        Ok(())
+    }
+
+    fn close_session(&mut self, session: SessionId) -> Result<(), EngineError> {
+        let s = self.sessions.remove(&session).ok_or(EngineError::Session {
+            session,
+            what: "not open".into(),
+        })?;
+        let buffers: Vec<wgpu::Buffer> = s
+            .layers
+            .iter()
+            .flat_map(|(k, v)| [k.clone(), v.clone()])
+            .collect();
+        self.runner.forget(&buffers);
+        for b in &buffers {
+            b.destroy();
+        }
+        Ok(())
+    }
+
+    fn session_len(&self, session: SessionId) -> Option<usize> {
+        self.sessions.get(&session).map(|s| s.len)
+    }
+
+    fn step(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+        mode: LogitsMode,
+    ) -> Result<StepOutput, EngineError> {
+        let want = if self.weights.head.is_some() {
+            Want::Logits(mode)
+        } else {
+            Want::Hidden
+        };
+        Ok(match self.run(session, pos, input, want)? {
+            Got::Hidden(h) => StepOutput::Hidden(h),
+            Got::Logits(l) => StepOutput::Logits(l),
+            Got::Int8(_) | Got::TopK(_) => unreachable!("asked for f32"),
+        })
+    }
+
+    fn step_top_k(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>, EngineError> {
+        let most = (self.ctx.consts.topk_chunk as usize).min(self.cfg.vocab_size);
+        if k == 0 || k > most {
+            return Err(EngineError::Shape(format!(
+                "top-k needs 1 <= k <= {most}, got {k}"
+            )));
+        }
+        match self.run(session, pos, input, Want::TopK(k))? {
+            Got::TopK(v) => Ok(v),
+            _ => unreachable!("asked for top-k"),
+        }
+    }
+
+    fn step_int8(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+    ) -> Result<Int8Rows, EngineError> {
+        match self.run(session, pos, input, Want::Int8)? {
+            Got::Int8(q) => Ok(q),
+            _ => unreachable!("asked for int8"),
+        }
+    }
+}

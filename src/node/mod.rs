@@ -1,0 +1,321 @@
+//! The native node: connects to a coordinator's WebSocket, says what it is (adapter, memory,
+//! measured speed), downloads and loads the shards it is given, and runs steps on its compute
+//! thread. It reconnects with backoff when the coordinator goes away, and stops with an error
+//! when the coordinator refuses its join token.
+
+pub mod download;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use splitter::Manifest;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use self::worker::{Job, NodeStats, ShardLoader, StepData, StepJob, Worker};
+use crate::coordinator::wire::{CONTROL_VERSION, CoordinatorMessage, NodeKind, NodeMessage};
+use crate::engine::Activations;
+use crate::protocol::{self, Activation, Frame, Limits, MessageType, Tokens};
+
+/// How a node is set up.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The coordinator's node endpoint with the join token: `ws://HOST:PORT/ws?token=T`.
+    pub url: String,
+    pub name: String,
+    pub kind: NodeKind,
+    /// `cpu` or `gpu`, reported to the coordinator.
+    pub backend: String,
+    pub adapter: String,
+    /// Memory offered for weights and caches.
+    pub memory_bytes: u64,
+    /// Where downloaded shards are kept.
+    pub cache_dir: PathBuf,
+    /// A directory that already holds the coordinator's model (in-process local nodes): shard
+    /// files found there with the right hash are not downloaded.
+    pub model_dir: Option<PathBuf>,
+    pub loader: ShardLoader,
+    /// Measured GFLOP/s, reported in `hello`.
+    pub gflops: f64,
+    /// Counters the node keeps up to date.
+    pub stats: Arc<NodeStats>,
+}
+
+/// Why a connection ended.
+enum End {
+    /// The coordinator went away: reconnect.
+    Lost(anyhow::Error),
+}
+
+/// Runs the node until the coordinator refuses it (an error) or `shutdown` fires.
+pub async fn run(cfg: NodeConfig, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+    let worker = Worker::start(cfg.loader.clone(), cfg.stats.clone());
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = connect_once(&cfg, &worker) => r,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        worker.send(Job::Reset);
+        match result {
+            Ok(End::Lost(e)) => tracing::warn!(node = %cfg.name, "lost the coordinator: {e:#}"),
+            Err(e) => return Err(e),
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(250);
+        }
+        tracing::info!(node = %cfg.name, "reconnecting in {:?}", backoff);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// The coordinator's HTTP base (`http://HOST:PORT`) from its WebSocket URL.
+pub fn http_base(ws_url: &str) -> Result<String> {
+    let rest = ws_url
+        .strip_prefix("ws://")
+        .map(|r| ("http://", r))
+        .or_else(|| ws_url.strip_prefix("wss://").map(|r| ("https://", r)))
+        .ok_or_else(|| anyhow!("node URL must start with ws:// or wss://, got `{ws_url}`"))?;
+    let host = rest.1.split('/').next().unwrap_or_default();
+    Ok(format!("{}{host}", rest.0))
+}
+
+/// One connection: Ok(End) when it should be retried, Err when the node must stop.
+async fn connect_once(cfg: &NodeConfig, worker: &Worker) -> Result<End> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    // No Nagle: a step's small frames must not wait for the previous one's acknowledgement.
+    let (ws, _) =
+        match tokio_tungstenite::connect_async_with_config(cfg.url.as_str(), None, true).await {
+            Ok(ok) => ok,
+            Err(WsError::Http(resp)) if resp.status() == 401 || resp.status() == 403 => {
+                bail!(
+                    "the coordinator refused this node's join token (HTTP {})",
+                    resp.status()
+                );
+            }
+            Err(e) => {
+                return Ok(End::Lost(
+                    anyhow!(e).context(format!("connecting to {}", cfg.url)),
+                ));
+            }
+        };
+    let (mut sink, mut stream) = ws.split();
+    let hello = NodeMessage::Hello {
+        version: CONTROL_VERSION,
+        name: cfg.name.clone(),
+        kind: cfg.kind,
+        backend: cfg.backend.clone(),
+        adapter: cfg.adapter.clone(),
+        memory_bytes: cfg.memory_bytes,
+        gflops: cfg.gflops,
+    };
+    sink.send(Message::text(serde_json::to_string(&hello)?))
+        .await?;
+    // Everything the node sends goes through one channel so background tasks can report.
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    let base = http_base(&cfg.url)?;
+    let client = reqwest::Client::new();
+    let limits = Limits::default();
+    let mut manifest: Option<(Arc<Manifest>, PathBuf)> = None;
+    let mut pending_step: Option<CoordinatorMessage> = None;
+    loop {
+        tokio::select! {
+            msg = out_rx.recv() => {
+                let Some(msg) = msg else { continue };
+                if let Err(e) = sink.send(msg).await {
+                    return Ok(End::Lost(e.into()));
+                }
+            }
+            incoming = stream.next() => {
+                let msg = match incoming {
+                    None => return Ok(End::Lost(anyhow!("connection closed"))),
+                    Some(Err(e)) => return Ok(End::Lost(e.into())),
+                    Some(Ok(m)) => m,
+                };
+                match msg {
+                    Message::Text(text) => {
+                        let m: CoordinatorMessage = serde_json::from_str(&text)
+                            .with_context(|| format!("bad control message from the coordinator: {text:.200}"))?;
+                        match m {
+                            CoordinatorMessage::Welcome { node_id, manifest: m } => {
+                                tracing::info!(node = %cfg.name, node_id, "joined; model {} with {} shards", m.architecture, m.shards.len());
+                                let dir = cfg.model_dir.clone().unwrap_or_else(|| cfg.cache_dir.join(model_key(&m)));
+                                std::fs::create_dir_all(&dir)?;
+                                manifest = Some((Arc::new(*m), dir));
+                            }
+                            CoordinatorMessage::Load { shard, url, sha256, bytes } => {
+                                let (m, dir) = manifest.clone().ok_or_else(|| anyhow!("`load` before `welcome`"))?;
+                                spawn_load(&client, &base, worker.clone(), out_tx.clone(), m, dir, shard, url, sha256, bytes);
+                            }
+                            CoordinatorMessage::Unload { shard } => { worker.send(Job::Unload { shard }); }
+                            CoordinatorMessage::Close { session } => { worker.send(Job::Close { session }); }
+                            step @ CoordinatorMessage::Step { .. } => {
+                                if pending_step.replace(step).is_some() {
+                                    bail!("two `step` messages without a frame between them");
+                                }
+                            }
+                        }
+                    }
+                    Message::Binary(bytes) => {
+                        let Some(CoordinatorMessage::Step { step, session, pos, first, last, output }) = pending_step.take() else {
+                            bail!("a binary frame arrived without a `step` message");
+                        };
+                        let frame = protocol::decode(&bytes, &limits).context("bad frame from the coordinator")?;
+                        if frame.request_id != step {
+                            bail!("frame for request {} after `step` {step}", frame.request_id);
+                        }
+                        let input = step_input(&frame, &limits)?;
+                        let job = StepJob { step, session, pos, first, last, output, input };
+                        spawn_step(worker.clone(), out_tx.clone(), job);
+                    }
+                    Message::Close(_) => return Ok(End::Lost(anyhow!("the coordinator closed the connection"))),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Measures this CPU's speed on a matrix-vector product like the engine's (GFLOP/s).
+pub fn measure_cpu_gflops() -> f64 {
+    let (n, k) = (1024usize, 1024usize);
+    let w: Vec<half::f16> = (0..n * k)
+        .map(|i| half::f16::from_f32(((i % 31) as f32 - 15.0) / 64.0))
+        .collect();
+    let x: Vec<f32> = (0..k).map(|i| (i % 7) as f32 / 7.0).collect();
+    let mut out = vec![0f32; n];
+    crate::engine::cpu::ops::matmul(&mut out, &x, &w, None, 1, k); // warm-up
+    let iters = 8;
+    let start = Instant::now();
+    for _ in 0..iters {
+        crate::engine::cpu::ops::matmul(&mut out, &x, &w, None, 1, k);
+    }
+    (2.0 * (n * k * iters) as f64) / start.elapsed().as_secs_f64().max(1e-9) / 1e9
+}
+
+/// Memory this machine has available (MemAvailable), or 4 GiB when it cannot be read.
+pub fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kb| kb * 1024)
+}
+
+/// A directory name for a model: its architecture and the first shard's hash.
+fn model_key(m: &Manifest) -> String {
+    let h = m
+        .shards
+        .first()
+        .map(|s| s.sha256.get(..16).unwrap_or(&s.sha256))
+        .unwrap_or("empty");
+    format!("{}-{h}", m.architecture)
+}
+
+fn step_input(frame: &Frame, limits: &Limits) -> Result<StepData> {
+    match frame.msg_type {
+        MessageType::Tokens => Ok(StepData::Tokens(Tokens::from_frame(frame, limits)?.ids)),
+        MessageType::Activation => {
+            let a = Activation::from_frame(frame, limits)?;
+            Ok(StepData::Hidden(Activations::new(
+                a.rows as usize,
+                a.cols as usize,
+                a.data,
+            )?))
+        }
+        other => bail!("a step cannot take a {other:?} frame"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_load(
+    client: &reqwest::Client,
+    base: &str,
+    worker: Worker,
+    out: mpsc::UnboundedSender<Message>,
+    manifest: Arc<Manifest>,
+    dir: PathBuf,
+    shard: usize,
+    url: String,
+    sha256: String,
+    bytes: u64,
+) {
+    let client = client.clone();
+    let full_url = format!("{base}{url}");
+    tokio::spawn(async move {
+        let send = |m: NodeMessage| {
+            let _ = out.send(Message::text(
+                serde_json::to_string(&m).expect("serialises"),
+            ));
+        };
+        let result: Result<()> = async {
+            let info = manifest
+                .shards
+                .get(shard)
+                .ok_or_else(|| anyhow!("the model has no shard {shard}"))?;
+            if info.sha256 != sha256 || info.bytes != bytes {
+                bail!("`load` for shard {shard} disagrees with the manifest's size or sha256");
+            }
+            let file = info.file.clone();
+            download::fetch_shard(&client, &full_url, &dir, &file, &sha256, bytes, |f| {
+                send(NodeMessage::ShardProgress {
+                    shard,
+                    fraction: f * 0.9,
+                })
+            })
+            .await?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            worker.send(Job::Load {
+                shard,
+                dir: dir.clone(),
+                manifest: manifest.clone(),
+                reply: tx,
+            });
+            rx.await
+                .map_err(|_| anyhow!("the compute thread stopped"))?
+                .map_err(|e| anyhow!(e))
+        }
+        .await;
+        send(match result {
+            Ok(()) => NodeMessage::ShardReady { shard },
+            Err(e) => NodeMessage::ShardFailed {
+                shard,
+                error: format!("{e:#}"),
+            },
+        });
+    });
+}
+
+fn spawn_step(worker: Worker, out: mpsc::UnboundedSender<Message>, job: StepJob) {
+    tokio::spawn(async move {
+        let step = job.step;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let msg = if !worker.send(Job::Step { job, reply: tx }) {
+            Err("the compute thread stopped".to_string())
+        } else {
+            rx.await
+                .unwrap_or_else(|_| Err("the compute thread stopped".into()))
+        };
+        let m = match msg {
+            Ok(frame) => Message::binary(protocol::encode(&frame)),
+            Err(error) => Message::text(
+                serde_json::to_string(&NodeMessage::StepFailed { step, error })
+                    .expect("serialises"),
+            ),
+        };
+        let _ = out.send(m);
+    });
+}

@@ -1,0 +1,419 @@
+//! The coordinator with native nodes on loopback (ports chosen by the OS), on the real default
+//! model: greedy output identical to the single-process CPU engine for 2 and 3 shards, failover
+//! when a node dies mid-generation, concurrent generations with every cache freed, and hostile
+//! node connections refused without disturbing the others.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use synapse::coordinator::events::Event;
+use synapse::coordinator::http::{StaticDirs, serve};
+use synapse::coordinator::session::GenerateEvent;
+use synapse::coordinator::wire::{NodeKind, WireEncoding};
+use synapse::coordinator::{Coordinator, CoordinatorConfig};
+use synapse::engine::ShardExecutor;
+use synapse::engine::cpu::CpuShard;
+use synapse::model::ModelDir;
+use synapse::node::NodeConfig;
+use synapse::node::worker::NodeStats;
+use synapse::sampling::SamplingParams;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+const PROMPT: &str = "The capital of France is";
+const TOKEN: &str = "test-join-token";
+
+/// A coordinator serving on an OS-chosen port.
+struct Cluster {
+    coord: Coordinator,
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Cluster {
+    async fn start(model_dir: &Path) -> Cluster {
+        Self::start_with(model_dir, WireEncoding::Int8).await
+    }
+
+    async fn start_with(model_dir: &Path, encoding: WireEncoding) -> Cluster {
+        let mut cfg = CoordinatorConfig::new(model_dir.to_path_buf(), TOKEN.into());
+        cfg.encoding = encoding;
+        cfg.step_timeout = Duration::from_secs(30);
+        cfg.pipeline_timeout = Duration::from_secs(60);
+        let coord = Coordinator::new(cfg).unwrap();
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        tokio::spawn(serve(
+            coord.clone(),
+            StaticDirs::default(),
+            addr,
+            bound_tx,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let addr = bound_rx.await.unwrap();
+        Cluster {
+            coord,
+            addr,
+            _stop: stop_tx,
+        }
+    }
+
+    fn url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={token}", self.addr)
+    }
+
+    /// Starts a CPU node; `model_dir` lets it skip downloads, `None` makes it download.
+    fn node(&self, name: &str, model_dir: Option<&Path>, cache: &Path) -> NodeHandle {
+        node_with(self.url(TOKEN), name, model_dir, cache)
+    }
+
+    /// Waits until `nodes` nodes are connected, each holding a shard, and the pipeline is complete.
+    async fn wait_complete(&self, nodes: usize) {
+        for _ in 0..600 {
+            let s = synapse::coordinator::http::status_json(&self.coord);
+            let all_busy = s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| !n["shards"].as_array().unwrap().is_empty());
+            let moving = s["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| !x["moving_to"].is_null());
+            let n = s["nodes"].as_array().unwrap().len();
+            if s["complete"] == true && all_busy && !moving && n == nodes {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "pipeline never complete: {}",
+            synapse::coordinator::http::status_json(&self.coord)
+        );
+    }
+
+    async fn generate(&self, prompt: &str, max_tokens: usize) -> (Vec<u32>, String) {
+        let body =
+            serde_json::json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0});
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/api/generate", self.addr))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        let text = resp.text().await.unwrap();
+        for line in text.lines() {
+            match serde_json::from_str::<GenerateEvent>(line).unwrap() {
+                GenerateEvent::Done { ids, text, .. } => return (ids, text),
+                GenerateEvent::Error { message } => panic!("generation failed: {message}"),
+                _ => {}
+            }
+        }
+        panic!("no `done` line in {text}");
+    }
+}
+
+struct NodeHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stats: Arc<NodeStats>,
+}
+
+fn node_with(url: String, name: &str, model_dir: Option<&Path>, cache: &Path) -> NodeHandle {
+    let stats = Arc::new(NodeStats::default());
+    let cfg = NodeConfig {
+        url,
+        name: name.into(),
+        kind: NodeKind::Native,
+        backend: "cpu".into(),
+        adapter: "test CPU".into(),
+        memory_bytes: 4 << 30,
+        cache_dir: cache.to_path_buf(),
+        model_dir: model_dir.map(Path::to_path_buf),
+        loader: Arc::new(|dir: &Path, m: &splitter::Manifest, i: usize| {
+            Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
+        }),
+        gflops: 1.0,
+        stats: stats.clone(),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(synapse::node::run(cfg, stop_rx));
+    NodeHandle { stop, task, stats }
+}
+
+fn status_sessions_closed(cluster: &Cluster) -> bool {
+    synapse::coordinator::http::status_json(&cluster.coord)["sessions"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+}
+
+/// Greedy ids of the single-process CPU engine on the default model.
+fn reference_ids(max_tokens: usize) -> Vec<u32> {
+    let m = ModelDir::open(&common::default_model()).unwrap();
+    let tok = m.tokenizer().unwrap();
+    let mut pipe = m.cpu_pipeline().unwrap();
+    let ids = tok.encode(PROMPT).unwrap();
+    let g = synapse::generate::generate(
+        &mut pipe,
+        &tok,
+        &ids,
+        &SamplingParams::default(),
+        max_tokens,
+        &m.manifest.config.eos_token_ids,
+        |_| {},
+    )
+    .unwrap();
+    g.ids
+}
+
+fn split_default(tmp: &Path, n: usize) -> PathBuf {
+    common::default_model();
+    common::split(&synapse::fetch::default_gguf_path(), tmp, n)
+}
+
+/// With f32 on the wire the hops are exact, so the output is the CPU engine's to the bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_match_the_cpu_engine_for_2_and_3_shards() {
+    let want = reference_ids(10);
+    let tmp = tempfile::tempdir().unwrap();
+    for n in [2, 3] {
+        let dir = split_default(tmp.path(), n);
+        let cluster = Cluster::start_with(&dir, WireEncoding::F32).await;
+        // One node reads the coordinator's directory; the other downloads its shards over HTTP.
+        let a = cluster.node("a", Some(&dir), tmp.path());
+        let b = cluster.node("b", None, &tmp.path().join(format!("cache-{n}")));
+        cluster.wait_complete(2).await;
+        let status = synapse::coordinator::http::status_json(&cluster.coord);
+        let holders: std::collections::BTreeSet<u64> = status["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["node"].as_u64().unwrap())
+            .collect();
+        assert_eq!(holders.len(), 2, "both nodes hold shards: {status}");
+        let (ids, text) = cluster.generate(PROMPT, 10).await;
+        assert_eq!(ids, want, "{n} shards: {text:?}");
+        assert!(text.starts_with(" Paris."), "{text:?}");
+        let done = status_sessions_closed(&cluster);
+        assert!(done, "no session left open");
+        for h in [a, b] {
+            let _ = h.stop.send(true);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_mid_generation_fails_over_without_losing_a_token() {
+    let want = reference_ids(16);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = split_default(tmp.path(), 2);
+    let cluster = Cluster::start(&dir).await;
+    let _a = cluster.node("a", Some(&dir), tmp.path());
+    let b = cluster.node("b", Some(&dir), tmp.path());
+    cluster.wait_complete(2).await;
+    let mut events = cluster.coord.subscribe();
+    let generation = {
+        let coord = cluster.coord.clone();
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let req = serde_json::from_value(
+                serde_json::json!({"prompt": PROMPT, "max_tokens": 16, "temperature": 0.0}),
+            )
+            .unwrap();
+            tokio::spawn(async move { coord.generate(req, tx).await });
+            let mut done = None;
+            while let Some(e) = rx.recv().await {
+                match e {
+                    GenerateEvent::Done { ids, text, .. } => done = Some((ids, text)),
+                    GenerateEvent::Error { message } => panic!("generation failed: {message}"),
+                    _ => {}
+                }
+            }
+            done.expect("a done event")
+        })
+    };
+    // Kill node b after the fourth token.
+    let mut sampled = 0;
+    while sampled < 4 {
+        if let Ok(Event::TokenSampled { .. }) = events.recv().await {
+            sampled += 1;
+        }
+    }
+    b.task.abort();
+    let (ids, text) = tokio::time::timeout(Duration::from_secs(180), generation)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids, want, "text after failover: {text:?}");
+    let mut replayed = false;
+    while let Ok(e) = events.try_recv() {
+        replayed |= matches!(e, Event::SessionReplayed { .. });
+    }
+    assert!(replayed, "the session was replayed after the node died");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_concurrent_generations_complete_and_free_every_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = split_default(tmp.path(), 3);
+    let cluster = Arc::new(Cluster::start(&dir).await);
+    let a = cluster.node("a", Some(&dir), tmp.path());
+    let b = cluster.node("b", Some(&dir), tmp.path());
+    cluster.wait_complete(2).await;
+    let prompts = [
+        "The capital of France is",
+        "One, two, three,",
+        "Water boils at",
+        "The largest planet is",
+    ];
+    // Each prompt alone first, then all four at once: the texts must be the same.
+    let mut alone = Vec::new();
+    for p in prompts {
+        alone.push(cluster.generate(p, 6).await);
+    }
+    let tasks: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let c = cluster.clone();
+            let p = p.to_string();
+            tokio::spawn(async move { c.generate(&p, 6).await })
+        })
+        .collect();
+    for (t, want) in tasks.into_iter().zip(&alone) {
+        assert_eq!(&t.await.unwrap(), want);
+    }
+    assert_ne!(alone[0], alone[1]);
+    // Caches are freed once the sessions close.
+    for _ in 0..100 {
+        if a.stats.open_sessions.load(Ordering::Relaxed)
+            + b.stats.open_sessions.load(Ordering::Relaxed)
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        a.stats.open_sessions.load(Ordering::Relaxed),
+        0,
+        "node a still holds caches"
+    );
+    assert_eq!(
+        b.stats.open_sessions.load(Ordering::Relaxed),
+        0,
+        "node b still holds caches"
+    );
+    assert!(a.stats.steps.load(Ordering::Relaxed) > 0 && b.stats.steps.load(Ordering::Relaxed) > 0);
+}
+
+/// Connects a raw WebSocket client with the right token.
+async fn raw_client(
+    cluster: &Cluster,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    tokio_tungstenite::connect_async(cluster.url(TOKEN))
+        .await
+        .unwrap()
+        .0
+}
+
+/// Reads until the server closes; returns the close reason.
+async fn close_reason(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => return f.reason.to_string(),
+            Ok(Some(Ok(Message::Close(None)))) | Ok(None) | Ok(Some(Err(_))) => {
+                return String::new();
+            }
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the coordinator did not close the connection"),
+        }
+    }
+}
+
+fn hello() -> Message {
+    Message::text(
+        serde_json::json!({"type": "hello", "version": 1, "name": "evil", "kind": "native", "backend": "cpu",
+            "adapter": "x", "memory_bytes": 0, "gflops": 1.0})
+        .to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_nodes_are_refused_and_others_keep_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = split_default(tmp.path(), 2);
+    let cluster = Cluster::start(&dir).await;
+    let _good = cluster.node("good", Some(&dir), tmp.path());
+    cluster.wait_complete(1).await;
+
+    // Wrong and missing token: HTTP 401; a node with a bad token stops with an error.
+    for url in [cluster.url("wrong"), format!("ws://{}/ws", cluster.addr)] {
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+    let bad = node_with(cluster.url("wrong"), "bad", Some(&dir), tmp.path());
+    let err = tokio::time::timeout(Duration::from_secs(10), bad.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("refused"), "{err:#}");
+
+    // A frame before hello.
+    let mut ws = raw_client(&cluster).await;
+    ws.send(Message::binary(vec![0u8; 30])).await.unwrap();
+    assert!(close_reason(&mut ws).await.contains("hello"));
+    // A malformed frame after hello.
+    let mut ws = raw_client(&cluster).await;
+    ws.send(hello()).await.unwrap();
+    ws.send(Message::binary(b"SYN1 but not really".to_vec()))
+        .await
+        .unwrap();
+    assert!(close_reason(&mut ws).await.contains("bad frame"));
+    // A well-formed frame nobody asked for (wrong order).
+    let mut ws = raw_client(&cluster).await;
+    ws.send(hello()).await.unwrap();
+    let frame = synapse::protocol::Tokens { ids: vec![1, 2] }
+        .to_frame(2, 4242)
+        .unwrap();
+    ws.send(Message::binary(synapse::protocol::encode(&frame)))
+        .await
+        .unwrap();
+    assert!(close_reason(&mut ws).await.contains("not pending"));
+    // A bad control message.
+    let mut ws = raw_client(&cluster).await;
+    ws.send(hello()).await.unwrap();
+    ws.send(Message::text("{\"type\": \"shard_ready\", \"shard\": 99}"))
+        .await
+        .unwrap();
+    assert!(close_reason(&mut ws).await.contains("no shard 99"));
+    // An oversized frame: the connection is dropped.
+    let mut ws = raw_client(&cluster).await;
+    ws.send(hello()).await.unwrap();
+    let _ = ws.send(Message::binary(vec![0u8; 40 << 20])).await;
+    let _ = close_reason(&mut ws).await;
+
+    // The coordinator still serves.
+    let (_, text) = cluster.generate(PROMPT, 3).await;
+    assert!(text.starts_with(" Paris"), "{text:?}");
+}
