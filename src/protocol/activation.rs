@@ -9,8 +9,9 @@
 use super::error::ProtocolError;
 use super::frame::{Frame, Limits};
 use super::header::HEADER_SIZE;
-use super::payload::{PayloadValues, parse_payload, payload_size, write_payload};
+use super::payload::{PayloadValues, parse_payload, payload_size, rice_shape_ok, write_payload};
 use super::quant::{INT4_MAX_Q, INT8_MAX_Q, quantize_into};
+use super::rice::{self, RICE_DEFAULT_RATIO};
 use super::rle;
 use super::types::{Encoding, MessageType};
 
@@ -79,6 +80,29 @@ impl Activation {
         ))
     }
 
+    /// Builds a RICE frame whose steps are `ratio` times each row's trimmed mean magnitude
+    /// (`to_frame(.., Encoding::Rice, ..)` uses `RICE_DEFAULT_RATIO`). A larger ratio gives a
+    /// smaller frame and a larger error (at most half a step a value).
+    pub fn to_rice_frame(
+        &self,
+        seq_pos: u16,
+        request_id: u32,
+        ratio: f32,
+        compress: bool,
+    ) -> Result<Frame, ProtocolError> {
+        self.check_shape(Encoding::Rice)?;
+        let values = PayloadValues::Rice(rice::quantize(&self.data, self.cols as usize, ratio)?);
+        Ok(build_frame(
+            seq_pos,
+            request_id,
+            self.rows,
+            self.cols,
+            Encoding::Rice,
+            &values,
+            compress,
+        ))
+    }
+
     /// Reads a non-delta ACTIVATION frame; a DELTA frame is an error (it needs the reference
     /// a `DeltaDecoder` holds).
     pub fn from_frame(frame: &Frame, limits: &Limits) -> Result<Activation, ProtocolError> {
@@ -116,6 +140,11 @@ impl Activation {
                 let scale = quantize_into(&self.data, INT4_MAX_Q, 0, &mut q)?;
                 Ok(PayloadValues::Int4 { q, scale })
             }
+            Encoding::Rice => Ok(PayloadValues::Rice(rice::quantize(
+                &self.data,
+                self.cols as usize,
+                RICE_DEFAULT_RATIO,
+            )?)),
         }
     }
 
@@ -148,6 +177,12 @@ fn check_dims(encoding: Encoding, rows: u32, cols: u32) -> Result<(), ProtocolEr
     }
     if encoding == Encoding::Int8Delta && rows != 1 {
         return Err(ProtocolError::DeltaNeedsOneRow { rows });
+    }
+    if encoding == Encoding::Rice {
+        if !rice_shape_ok(rows, cols) {
+            return Err(bad("rice frames hold at most 2^32 - 1 values"));
+        }
+        return Ok(());
     }
     if payload_size(encoding, rows, cols).is_none() {
         return Err(bad(
@@ -211,7 +246,8 @@ pub fn read_activation(frame: &Frame, limits: &Limits) -> Result<ActivationPaylo
 }
 
 /// Size in bytes of an encoded ACTIVATION frame (header included, no compression), or `None`
-/// when the shape cannot be expressed. Divide by `rows` for bytes per token per hop.
+/// when the shape cannot be expressed or the size depends on the values (RICE: use the
+/// frame's `encoded_len`). Divide by `rows` for bytes per token per hop.
 pub fn encoded_size(encoding: Encoding, rows: u32, cols: u32) -> Option<u64> {
     payload_size(encoding, rows, cols).map(|p| p + HEADER_SIZE as u64)
 }

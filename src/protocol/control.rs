@@ -28,7 +28,7 @@ pub struct Control {
 pub enum ControlMessage {
     /// Opens the session on the receiver (allocates its per-session state, e.g. KV cache).
     Open {
-        /// Activation encoding the sender will use ("f32", "int8", "int8-delta", "int4").
+        /// Activation encoding the sender will use ("f32", "int8", "int8-delta", "int4", "rice").
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encoding: Option<String>,
     },

@@ -50,12 +50,6 @@ pub enum ProtocolError {
         /// Flags byte.
         flags: u8,
     },
-    /// Quantization bits equal to 3.
-    #[error("flags 0x{flags:02X}: quantization value 3 is undefined")]
-    BadQuantization {
-        /// Flags byte.
-        flags: u8,
-    },
     /// A non-ACTIVATION frame with flags set.
     #[error("{msg_type} takes no flags, got 0x{flags:02X}")]
     FlagsNotAllowed {
@@ -183,6 +177,54 @@ pub enum ProtocolError {
     Int4Padding {
         /// Nibble found.
         nibble: u8,
+    },
+    /// RICE: the payload is shorter than `rows` row headers plus one bit a value.
+    #[error("rice payload for shape [{rows}, {cols}] needs at least {min} bytes, got {actual}")]
+    RiceTooShort {
+        /// dim0.
+        rows: u32,
+        /// dim1.
+        cols: u32,
+        /// Smallest possible payload.
+        min: u64,
+        /// Actual byte count.
+        actual: usize,
+    },
+    /// RICE: a row's codes run past the end of the payload.
+    #[error("rice row {row} is truncated ({at} payload bytes)")]
+    RiceTruncated {
+        /// Row.
+        row: u32,
+        /// Payload size.
+        at: usize,
+    },
+    /// RICE: a Rice parameter above 15.
+    #[error("rice row {row} has parameter k = {k}, at most 15")]
+    RiceBadK {
+        /// Row.
+        row: u32,
+        /// k read.
+        k: u8,
+    },
+    /// RICE: a code for |q| above 2^20 (or an unbounded escape prefix).
+    #[error("rice value at row {row}, column {col} exceeds |q| <= 2^20")]
+    RiceValueTooLarge {
+        /// Row.
+        row: u32,
+        /// Column.
+        col: u32,
+    },
+    /// RICE: a row's padding bits are not zero.
+    #[error("rice row {row} has nonzero padding bits")]
+    RicePadding {
+        /// Row.
+        row: u32,
+    },
+    /// RICE: bytes after the last row.
+    #[error("{count} bytes follow the last rice row")]
+    RiceTrailingBytes {
+        /// Extra bytes.
+        count: usize,
     },
     /// Run-length stage: fewer bytes than a header or run needs.
     #[error("compressed payload truncated at byte {at}")]

@@ -6,12 +6,14 @@
 //! | int8 (or delta) | 1 | `[i8 x cols][f32 scale]` |
 //! | int8 | > 1 | `[i8 x rows*cols][f32 scale x rows][u16 rows]` |
 //! | int4 | any | `[ceil(n/2) bytes][f32 scale][u32 n]`, n = rows*cols |
+//! | rice | any | per row `[f32 step][u8 k][Rice bits, zero-padded]` (size depends on the data) |
 //!
 //! The one-row int8 layout has no row count, so the layout is chosen by dim0 == 1 versus
 //! dim0 > 1, as the prototype did; the several-row layout can hold at most 65535 rows.
 
 use super::error::ProtocolError;
 use super::quant::{dequantize, unpack_int4};
+use super::rice::{self, RiceValues};
 use super::types::Encoding;
 
 /// Bytes of one f32 scale.
@@ -44,6 +46,8 @@ pub enum PayloadValues {
         /// The scale.
         scale: f32,
     },
+    /// RICE q values with one step and Rice parameter per row.
+    Rice(RiceValues),
 }
 
 impl PayloadValues {
@@ -57,12 +61,14 @@ impl PayloadValues {
                 .flat_map(|(row, &s)| row.iter().map(move |&v| dequantize(v, s)))
                 .collect(),
             PayloadValues::Int4 { q, scale } => q.iter().map(|&v| dequantize(v, *scale)).collect(),
+            PayloadValues::Rice(v) => v.dequantize(cols),
         }
     }
 }
 
 /// Uncompressed payload size of an activation, or `None` when the shape cannot be expressed
-/// (a zero dim, int8 with more than 65535 rows, DELTA with several rows, overflow).
+/// (a zero dim, int8 with more than 65535 rows, DELTA with several rows, overflow) or the
+/// size depends on the values (RICE; see [`rice_shape_ok`]).
 pub fn payload_size(encoding: Encoding, rows: u32, cols: u32) -> Option<u64> {
     if rows == 0 || cols == 0 {
         return None;
@@ -76,8 +82,14 @@ pub fn payload_size(encoding: Encoding, rows: u32, cols: u32) -> Option<u64> {
         Encoding::Int8 => n + u64::from(rows) * SCALE_SIZE as u64 + INT8_ROWS_TRAILER_SIZE as u64,
         Encoding::Int4 if n > u64::from(u32::MAX) => return None,
         Encoding::Int4 => n.div_ceil(2) + (SCALE_SIZE + INT4_COUNT_SIZE) as u64,
+        Encoding::Rice => return None,
     };
     u32::try_from(size).ok().map(u64::from)
+}
+
+/// Whether a RICE frame can have this shape: nonzero dims, at most 2^32 - 1 values.
+pub fn rice_shape_ok(rows: u32, cols: u32) -> bool {
+    rows != 0 && cols != 0 && u64::from(rows) * u64::from(cols) <= u64::from(u32::MAX)
 }
 
 /// Writes the payload bytes for values already quantized for `rows` x `cols`.
@@ -101,6 +113,10 @@ pub fn write_payload(values: &PayloadValues, rows: u32) -> Vec<u8> {
             out.extend_from_slice(&scale.to_le_bytes());
             out.extend_from_slice(&(q.len() as u32).to_le_bytes());
         }
+        PayloadValues::Rice(v) => {
+            let cols = v.q.len() / v.steps.len().max(1);
+            out = rice::write(v, cols as u32);
+        }
     }
     out
 }
@@ -112,12 +128,17 @@ pub fn parse_payload(
     cols: u32,
     bytes: &[u8],
 ) -> Result<PayloadValues, ProtocolError> {
+    if encoding == Encoding::Rice {
+        // Its size depends on the values: the reader checks it row by row.
+        return rice::parse(bytes, rows, cols).map(PayloadValues::Rice);
+    }
     let layout = match (encoding, rows) {
         (Encoding::F32, _) => "f32",
         (Encoding::Int8, 1) => "int8 one-row",
         (Encoding::Int8Delta, _) => "int8 delta",
         (Encoding::Int8, _) => "int8 several-row",
         (Encoding::Int4, _) => "int4",
+        (Encoding::Rice, _) => "rice",
     };
     let mismatch = |expected: u64| ProtocolError::LayoutSizeMismatch {
         layout,
@@ -172,6 +193,7 @@ pub fn parse_payload(
                 scale: scales[0],
             })
         }
+        Encoding::Rice => rice::parse(bytes, rows, cols).map(PayloadValues::Rice),
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Codes 0x01-0x05 come from the prototype (0x03-0x05 were reserved and never sent, so they
 //! decode as errors). Codes from 0x10 up are Synapse extensions. A [`Flags`] value can only
-//! hold combinations that Synapse sends: reserved bits, the prototype's unused PREDICTED and
-//! EARLY_EXIT bits, and quantization value 3 are rejected when parsing.
+//! hold combinations that Synapse sends: reserved bits and the prototype's unused PREDICTED and
+//! EARLY_EXIT bits are rejected when parsing. Quantization value 3 (RICE) is a Synapse
+//! extension (rice.rs).
 
 use super::error::ProtocolError;
 
@@ -32,6 +33,8 @@ pub const QUANT_NONE: u8 = 0;
 pub const QUANT_INT8: u8 = 1;
 /// Quantization value: int4 with one f32 scale for the whole tensor.
 pub const QUANT_INT4: u8 = 2;
+/// Quantization value (extension): RICE, entropy-coded uniform quantization, one step a row.
+pub const QUANT_RICE: u8 = 3;
 /// Bit 2: the payload went through the run-length stage.
 pub const FLAG_COMPRESSED: u8 = 1 << 2;
 /// Bit 3: PREDICTED (prototype, for the reserved PREDICT type); rejected by Synapse.
@@ -131,6 +134,8 @@ pub enum Quantization {
     Int8,
     /// 2: int4, symmetric, one scale for the tensor.
     Int4,
+    /// 3 (extension): RICE, uniform step per row, Rice/exp-Golomb coded.
+    Rice,
 }
 
 impl Quantization {
@@ -140,6 +145,7 @@ impl Quantization {
             Quantization::None => QUANT_NONE,
             Quantization::Int8 => QUANT_INT8,
             Quantization::Int4 => QUANT_INT4,
+            Quantization::Rice => QUANT_RICE,
         }
     }
 
@@ -149,6 +155,7 @@ impl Quantization {
             Quantization::None => "none",
             Quantization::Int8 => "int8",
             Quantization::Int4 => "int4",
+            Quantization::Rice => "rice",
         }
     }
 }
@@ -198,7 +205,7 @@ impl Flags {
             QUANT_NONE => Quantization::None,
             QUANT_INT8 => Quantization::Int8,
             QUANT_INT4 => Quantization::Int4,
-            _ => return Err(ProtocolError::BadQuantization { flags }),
+            _ => Quantization::Rice,
         };
         Ok(Flags {
             quantization,
@@ -236,15 +243,18 @@ pub enum Encoding {
     Int8Delta,
     /// int4, one f32 scale for the whole tensor.
     Int4,
+    /// RICE (extension): one f32 step per row, q values Rice/exp-Golomb coded (rice.rs).
+    Rice,
 }
 
 impl Encoding {
     /// Every encoding.
-    pub const ALL: [Encoding; 4] = [
+    pub const ALL: [Encoding; 5] = [
         Encoding::F32,
         Encoding::Int8,
         Encoding::Int8Delta,
         Encoding::Int4,
+        Encoding::Rice,
     ];
 
     /// The flags for this encoding, with or without compression.
@@ -254,6 +264,7 @@ impl Encoding {
             Encoding::Int8 => (Quantization::Int8, false),
             Encoding::Int8Delta => (Quantization::Int8, true),
             Encoding::Int4 => (Quantization::Int4, false),
+            Encoding::Rice => (Quantization::Rice, false),
         };
         Flags {
             quantization,
@@ -269,16 +280,18 @@ impl Encoding {
             (Quantization::Int8, false) => Encoding::Int8,
             (Quantization::Int8, true) => Encoding::Int8Delta,
             (Quantization::Int4, _) => Encoding::Int4,
+            (Quantization::Rice, _) => Encoding::Rice,
         }
     }
 
-    /// Name used in reports and the manifest: "f32", "int8", "int8-delta", "int4".
+    /// Name used in reports and the manifest: "f32", "int8", "int8-delta", "int4", "rice".
     pub fn name(self) -> &'static str {
         match self {
             Encoding::F32 => "f32",
             Encoding::Int8 => "int8",
             Encoding::Int8Delta => "int8-delta",
             Encoding::Int4 => "int4",
+            Encoding::Rice => "rice",
         }
     }
 }
@@ -294,9 +307,14 @@ mod tests {
                 assert_eq!(f.to_byte(), b);
             }
         }
+        assert_eq!(
+            Flags::from_byte(QUANT_RICE).map(Encoding::from_flags),
+            Ok(Encoding::Rice)
+        );
         assert!(matches!(
-            Flags::from_byte(3),
-            Err(ProtocolError::BadQuantization { .. })
+            Flags::from_byte(QUANT_RICE | FLAG_DELTA)
+                .and_then(|f| f.check_for(MessageType::Activation)),
+            Err(ProtocolError::DeltaNeedsInt8 { .. })
         ));
         assert!(matches!(
             Flags::from_byte(0x40),

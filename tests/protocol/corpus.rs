@@ -34,6 +34,12 @@ fn int8_row(q: &[u8], scale: [u8; 4]) -> Vec<u8> {
     [q, &scale[..]].concat()
 }
 
+const QR: u8 = QUANT_RICE;
+
+fn rice_row(step: [u8; 4], k: u8, bits: &[u8]) -> Vec<u8> {
+    [&step[..], &[k], bits].concat()
+}
+
 fn rle(original: u32, runs: u16, body: &[u8]) -> Vec<u8> {
     [&original.to_le_bytes()[..], &runs.to_le_bytes(), body].concat()
 }
@@ -84,10 +90,70 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, Option<&'static str>)> {
             raw(A, 0x81, 1, 4, &int8_row(&[1; 4], HALF)),
             Some("ReservedFlagBits"),
         ),
+        // RICE (quantization 3): one row is [f32 step][u8 k][bits].
         (
-            "bad_flags_quantization_3",
-            raw(A, 0x03, 1, 4, &z(8)),
-            Some("BadQuantization"),
+            "bad_rice_delta",
+            raw(A, QUANT_RICE | FLAG_DELTA, 1, 4, &z(8)),
+            Some("DeltaNeedsInt8"),
+        ),
+        (
+            "bad_rice_too_short",
+            raw(A, QR, 1, 8, &rice_row(HALF, 0, &[])),
+            Some("RiceTooShort"),
+        ),
+        (
+            "bad_rice_k",
+            raw(A, QR, 1, 8, &rice_row(HALF, 16, &[0])),
+            Some("RiceBadK"),
+        ),
+        (
+            "bad_rice_step_zero",
+            raw(A, QR, 1, 8, &rice_row([0; 4], 0, &[0])),
+            Some("BadScale"),
+        ),
+        (
+            "bad_rice_truncated",
+            raw(A, QR, 1, 8, &rice_row(HALF, 0, &[0xFF])),
+            Some("RiceTruncated"),
+        ),
+        (
+            "bad_rice_padding",
+            raw(A, QR, 1, 1, &rice_row(HALF, 0, &[0x01])),
+            Some("RicePadding"),
+        ),
+        (
+            "bad_rice_trailing",
+            raw(A, QR, 1, 1, &rice_row(HALF, 0, &[0x00, 0x00])),
+            Some("RiceTrailingBytes"),
+        ),
+        (
+            "bad_rice_escape_bomb",
+            raw(A, QR, 1, 1, &rice_row(HALF, 0, &[0xFF, 0xFF, 0, 0, 0, 0])),
+            Some("RiceValueTooLarge"),
+        ),
+        (
+            // escape for u = 2^21 + 15, i.e. q = -(2^20 + 8): beyond |q| <= 2^20
+            "bad_rice_q_too_large",
+            raw(
+                A,
+                QR,
+                1,
+                1,
+                &rice_row(HALF, 0, &[0xFF, 0xFF, 0, 0, 0x04, 0, 0, 0]),
+            ),
+            Some("RiceValueTooLarge"),
+        ),
+        (
+            // q = 2 times f32::MAX overflows
+            "bad_rice_overflow",
+            raw(A, QR, 1, 1, &rice_row([0xFF, 0xFF, 0x7F, 0x7F], 0, &[0xF0])),
+            Some("NonFiniteValue"),
+        ),
+        (
+            // k = 15 is never the best k for q = 0, but any k <= 15 is accepted
+            "ok_rice_unusual_k",
+            raw(A, QR, 1, 1, &rice_row(HALF, 15, &[0x00, 0x00])),
+            None,
         ),
         (
             "bad_flags_predicted",

@@ -32,6 +32,14 @@ fn delta_next() -> Activation {
     act(1, 4, vec![65.484375, -32.0, 0.5, 0.5])
 }
 
+/// The RICE golden's rows: each row's mean |x| times 0.25 is a power of two, so every value
+/// is a multiple of its step and comes back exactly.
+fn rice_golden() -> Activation {
+    let mut data = vec![2.0, -1.0, 4.0, 1.0, 0.0, -2.0, 5.0, 1.0];
+    data.extend([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 64.0]);
+    act(2, 8, data)
+}
+
 /// Every golden frame, in manifest order.
 pub fn goldens() -> Vec<Golden> {
     let none = Value::Null;
@@ -89,6 +97,14 @@ pub fn goldens() -> Vec<Golden> {
             contains: "ACTIVATION, int8 one-row + COMPRESSED: 1 x 24, [63.5, 0 x 22, -1], scale 0.5; runs: literal 1, zeros 22, literal 5",
             frame: act(1, 24, sparse)
                 .to_frame(6, REQ, Encoding::Int8, true)
+                .expect("frame"),
+            extra: none.clone(),
+        },
+        Golden {
+            name: "activation_rice",
+            contains: "ACTIVATION, RICE (quantization 3, extension), 2 x 8 at step ratio 0.25: row 0 [2, -1, 4, 1, 0, -2, 5, 1] (step 0.5, k 3), row 1 [0 x 7, 64] (step 2, k 0, exp-Golomb escape)",
+            frame: rice_golden()
+                .to_rice_frame(3, REQ, 0.25, false)
                 .expect("frame"),
             extra: none.clone(),
         },
@@ -305,6 +321,34 @@ fn activation_int8_compressed() {
         (v[0], v[23], v[1..23].iter().all(|&x| x == 0.0)),
         (63.5, -1.0, true)
     );
+}
+
+#[test]
+fn activation_rice() {
+    #[rustfmt::skip]
+    const EXPECTED: [u8; 44] = [
+        0x53, 0x59, 0x4E, 0x31, // magic "SYN1"
+        0x01,                   // type ACTIVATION
+        0x03,                   // flags: quantization 3 = RICE (extension)
+        0x03, 0x00,             // seqPos 3
+        0x07, 0x00, 0x00, 0x00, // requestId 7
+        0x14, 0x00, 0x00, 0x00, // payload size 20 (depends on the values)
+        0x02, 0x00, 0x00, 0x00, // dim0: 2 rows
+        0x08, 0x00, 0x00, 0x00, // dim1: 8 cols
+        // row 0: step 0.5 = 0.25 * mean|x| (2); q = 4 -2 8 2 0 -4 10 2,
+        // zigzag u = 8 3 16 4 0 7 20 4, k = 3: (u >> 3) ones, a zero, 3 low bits
+        0x00, 0x00, 0x00, 0x3F, // f32 step 0.5
+        0x03,                   // k = 3
+        0x81, 0xE0, 0x80, 0xFA, // 10000 0011 110000 0100 0000 0111 110100 0100
+        0x20,                   // (37 bits) + 3 zero padding bits
+        // row 1: step 2 = 0.25 * 8; q = 0 x 7, 32 -> u = 0 x 7, 64; k = 0
+        0x00, 0x00, 0x00, 0x40, // f32 step 2.0
+        0x00,                   // k = 0
+        0x01, 0xFF, 0xFE,       // seven 0s (u = 0), then 16 ones: escape for u = 64
+        0x0C, 0x40,             // exp-Golomb(0) of 64 - 16 = 48: 00000 110001, 6 pad bits
+    ];
+    let f = check("activation_rice", &EXPECTED);
+    assert_eq!(values(&f), rice_golden().data);
 }
 
 #[test]

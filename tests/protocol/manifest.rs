@@ -24,11 +24,16 @@ fn describe(g: &Golden) -> Value {
                 PayloadValues::Int4 { q, scale } => {
                     json!({ "q": q, "scale": scale, "values": p.values.dequantize(p.cols) })
                 }
+                PayloadValues::Rice(v) => json!({
+                    "q": v.q, "steps": v.steps, "ks": v.ks, "values": p.values.dequantize(p.cols)
+                }),
             };
             d["encoding"] = json!(p.encoding.name());
             d["layout"] = json!(match (p.encoding, p.rows) {
                 (Encoding::F32, _) => "[f32 x rows*cols]",
                 (Encoding::Int4, _) => "[ceil(n/2) bytes][f32 scale][u32 n]",
+                (Encoding::Rice, _) =>
+                    "rows x [f32 step][u8 k][Rice/exp-Golomb bits, MSB first, zero-padded to a byte]",
                 (_, 1) => "[i8 x cols][f32 scale]",
                 _ => "[i8 x rows*cols][f32 scale x rows][u16 rows]",
             });
