@@ -78,9 +78,8 @@ pub fn run(dir: &Path, node_counts: &[usize], gen_tokens: usize) -> Result<Vec<D
 }
 
 async fn one(dir: &Path, n: usize, gen_tokens: usize, local_tps: f64) -> Result<DistributedResult> {
-    let mut cfg = CoordinatorConfig::new(dir.to_path_buf(), "bench".into());
-    cfg.encoding = crate::coordinator::wire::WireEncoding::Int8;
-    let coord = Coordinator::new(cfg)?;
+    // The coordinator's default activation encoding.
+    let coord = Coordinator::new(CoordinatorConfig::new(dir.to_path_buf(), "bench".into()))?;
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let (stop_server, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(

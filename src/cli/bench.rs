@@ -43,6 +43,13 @@ pub struct Args {
     /// Print the report as one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure every activation encoding on the model's real hidden states instead: bytes per
+    /// token per hop, ratio to raw f32 and teacher-forced top-1 agreement (CPU).
+    #[arg(long, conflicts_with = "distributed")]
+    wire: bool,
+    /// Measure decode through the coordinator with 1, 2 and 3 in-process CPU nodes instead.
+    #[arg(long)]
+    distributed: bool,
 }
 
 enum Loaded {
@@ -51,6 +58,9 @@ enum Loaded {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.wire || args.distributed {
+        return network(&args);
+    }
     if args.prompt_tokens == 0 {
         bail!("--prompt-tokens must be at least 1");
     }
@@ -273,4 +283,60 @@ fn cpu_name() -> String {
         })
         .unwrap_or_else(|| "CPU".into());
     format!("{model} ({threads} threads)")
+}
+
+/// `--wire` and `--distributed`: the network-facing measurements.
+fn network(args: &Args) -> Result<()> {
+    let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
+    let model = ModelDir::open(&dir)?;
+    if args.wire {
+        let text = include_str!("../../assets/wire-eval.txt");
+        let default =
+            synapse::coordinator::CoordinatorConfig::new(dir.clone(), String::new()).encoding;
+        let results = synapse::wire_eval::evaluate(&model, text, 300, default.protocol())?;
+        if args.json {
+            for r in &results {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        } else {
+            println!(
+                "{:<14} {:>16} {:>12} {:>14}",
+                "encoding", "bytes/token/hop", "vs f32", "top-1 agree"
+            );
+            for r in &results {
+                let mark = if r.default { "  (default)" } else { "" };
+                println!(
+                    "{:<14} {:>16.1} {:>11.2}x {:>13.2}%{mark}",
+                    r.encoding,
+                    r.bytes_per_token,
+                    r.ratio_vs_f32,
+                    r.top1_agreement * 100.0
+                );
+            }
+        }
+        return Ok(());
+    }
+    let results = synapse::bench_distributed::run(&dir, &[1, 2, 3], args.gen_tokens.max(8))?;
+    if args.json {
+        for r in &results {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        println!(
+            "{:<10} {:>5} {:>14} {:>12} {:>14} {:>12}",
+            "setup", "hops", "decode tok/s", "vs local", "added ms/hop", "ms per hop"
+        );
+        for r in &results {
+            println!(
+                "{:<10} {:>5} {:>14.2} {:>11.0}% {:>14.2} {:>12.2}",
+                r.setup,
+                r.hops,
+                r.decode_tokens_per_second,
+                r.relative_to_local * 100.0,
+                r.added_ms_per_hop,
+                r.mean_hop_ms
+            );
+        }
+    }
+    Ok(())
 }

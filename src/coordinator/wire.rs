@@ -32,6 +32,17 @@ pub enum WireEncoding {
     Rice,
 }
 
+impl WireEncoding {
+    /// The SYN1 encoding this names.
+    pub fn protocol(self) -> crate::protocol::Encoding {
+        match self {
+            WireEncoding::F32 => crate::protocol::Encoding::F32,
+            WireEncoding::Int8 => crate::protocol::Encoding::Int8,
+            WireEncoding::Rice => crate::protocol::Encoding::Rice,
+        }
+    }
+}
+
 /// What the last shard of a step returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
