@@ -262,7 +262,11 @@ impl SafetensorsReader {
     fn open(dir: &Path, arch: Architecture) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
-        let origin = if single.exists() { single.clone() } else { index_path.clone() };
+        let origin = if single.exists() {
+            single.clone()
+        } else {
+            index_path.clone()
+        };
         let file_names: Vec<String> = if single.exists() {
             vec!["model.safetensors".into()]
         } else if index_path.exists() {
@@ -319,7 +323,12 @@ impl SafetensorsReader {
             }
             files.push((path, map));
         }
-        Ok(SafetensorsReader { arch, origin, files, index })
+        Ok(SafetensorsReader {
+            arch,
+            origin,
+            files,
+            index,
+        })
     }
 
     fn raw(&self, canon: &str) -> Result<(&Path, Vec<usize>, Vec<f32>)> {
