@@ -3,6 +3,8 @@
 // reads cache head h / (H / KV) (grouped-query attention; GPT-2 has KV = H). All heads and
 // rows run in one dispatch.
 //
+// The head size must be a multiple of 4 (every model's is): rows are read as vec4s.
+//
 // Two passes, so decoding (one row, few heads) still spreads over the whole GPU:
 //   attn_partial: one workgroup per (row, head, split); a split is a range of `split_len`
 //                 keys, walked in blocks of ATT_WG with an online softmax. Writes the block's
@@ -12,7 +14,6 @@
 
 const ATT_WG: u32 = 64u;
 const ATT_MAX_HD: u32 = 256u;
-const ATT_PER_THREAD: u32 = ATT_MAX_HD / ATT_WG;
 const COMBINE_WG: u32 = 64u;
 // Stands in for -infinity: exp(NEG - m) is 0 for any finite m, and NEG - NEG is not NaN.
 const NEG: f32 = -3.0e38;
@@ -29,56 +30,53 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;        // (T, H * hd)
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;  // (rows, KV * hd)
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;  // (rows, KV * hd)
-@group(0) @binding(4) var<storage, read_write> part_ml: array<vec2<f32>>; // (T, H, S)
-@group(0) @binding(5) var<storage, read_write> part_acc: array<f32>;      // (T, H, S, hd)
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;           // (T, H * hd)
+@group(0) @binding(1) var<storage, read> q4: array<vec4<f32>>;       // (T, H * hd)
+@group(0) @binding(2) var<storage, read> k4: array<vec4<f32>>;       // (rows, KV * hd)
+@group(0) @binding(3) var<storage, read> v4: array<vec4<f32>>;       // (rows, KV * hd)
+@group(0) @binding(4) var<storage, read_write> part_ml: array<vec2<f32>>;   // (T, H, S)
+@group(0) @binding(5) var<storage, read_write> part_acc4: array<vec4<f32>>; // (T, H, S, hd)
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;             // (T, H * hd)
+// The partial outputs again, one float at a time, for the combine.
+@group(0) @binding(7) var<storage, read> part_acc: array<f32>;
 
-var<workgroup> qs: array<f32, ATT_MAX_HD>;
-var<workgroup> sc: array<f32, ATT_WG>;
+var<workgroup> qs: array<vec4<f32>, ATT_MAX_HD / 4u>;
+// The block's scores, then its probabilities, four keys per vec4.
+var<workgroup> sc: array<vec4<f32>, ATT_WG / 4u>;
+// Per-thread partial outputs, summed over key groups at the end.
+var<workgroup> part: array<vec4<f32>, ATT_WG>;
 
-// q . k[j] over hd values, four independent partial sums so the loads overlap.
-fn score(kb: u32) -> f32 {
-    var s0 = 0.0;
-    var s1 = 0.0;
-    var s2 = 0.0;
-    var s3 = 0.0;
+// q . k for the key row starting at vec4 `kb4` (h4 vec4s); eight loads per step, so a thread
+// keeps several in flight (decode is bound by their latency, not by bandwidth).
+fn score(kb4: u32, h4: u32) -> f32 {
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
     var d = 0u;
-    for (; d + 4u <= p.hd; d += 4u) {
-        s0 += qs[d] * k_cache[kb + d];
-        s1 += qs[d + 1u] * k_cache[kb + d + 1u];
-        s2 += qs[d + 2u] * k_cache[kb + d + 2u];
-        s3 += qs[d + 3u] * k_cache[kb + d + 3u];
+    for (; d + 8u <= h4; d += 8u) {
+        let k0 = k4[kb4 + d];
+        let k1 = k4[kb4 + d + 1u];
+        let k2 = k4[kb4 + d + 2u];
+        let k3 = k4[kb4 + d + 3u];
+        let k5 = k4[kb4 + d + 4u];
+        let k6 = k4[kb4 + d + 5u];
+        let k7 = k4[kb4 + d + 6u];
+        let k8 = k4[kb4 + d + 7u];
+        a0 += qs[d] * k0 + qs[d + 1u] * k1 + qs[d + 2u] * k2 + qs[d + 3u] * k3;
+        a1 += qs[d + 4u] * k5 + qs[d + 5u] * k6 + qs[d + 6u] * k7 + qs[d + 7u] * k8;
     }
-    for (; d < p.hd; d++) {
-        s0 += qs[d] * k_cache[kb + d];
+    for (; d < h4; d++) {
+        a0 += qs[d] * k4[kb4 + d];
     }
-    return (s0 + s1) + (s2 + s3);
+    let a = a0 + a1;
+    return (a.x + a.y) + (a.z + a.w);
 }
 
-// sum_i sc[i] * v[j0 + i][d] over n keys, four keys per step so the loads overlap.
-fn weighted_v(vb: u32, stride: u32, n: u32) -> f32 {
-    var a0 = 0.0;
-    var a1 = 0.0;
-    var a2 = 0.0;
-    var a3 = 0.0;
-    var i = 0u;
-    for (; i + 4u <= n; i += 4u) {
-        a0 += sc[i] * v_cache[vb + i * stride];
-        a1 += sc[i + 1u] * v_cache[vb + (i + 1u) * stride];
-        a2 += sc[i + 2u] * v_cache[vb + (i + 2u) * stride];
-        a3 += sc[i + 3u] * v_cache[vb + (i + 3u) * stride];
-    }
-    for (; i < n; i++) {
-        a0 += sc[i] * v_cache[vb + i * stride];
-    }
-    return (a0 + a1) + (a2 + a3);
+fn prob(i: u32) -> f32 {
+    return sc[i / 4u][i % 4u];
 }
 
-// Thread li owns output dims li + r * ATT_WG for r < ATT_PER_THREAD (ATT_PER_THREAD = 4, kept
-// in four scalars rather than an array some compilers would leave in memory).
+// One workgroup per (row, head, split). Scores: one key per thread. Values: thread
+// (kg, d4) sums keys kg, kg + groups, ... of the block into output dims 4 d4..4 d4 + 4, so
+// each thread issues a few vec4 loads at once; the key groups are added at the end.
 @compute @workgroup_size(ATT_WG)
 fn attn_partial(
     @builtin(local_invocation_index) li: u32,
@@ -94,81 +92,83 @@ fn attn_partial(
     let h = th % p.heads;
     let t = th / p.heads;
     let kvh = h / (p.heads / p.kv_heads);
-    let kv_dim = p.kv_heads * p.hd;
+    let h4 = p.hd / 4u;
+    let kv4 = p.kv_heads * h4; // vec4s per cache row
     let n_keys = p.pos + t + 1u;
     let k_begin = s * p.split_len;
     let k_end = min(k_begin + p.split_len, n_keys);
+    let groups = ATT_WG / h4;
+    let kg = li / h4;
+    let d4 = li % h4;
 
-    for (var d = li; d < p.hd; d += ATT_WG) {
-        qs[d] = q[th * p.hd + d];
+    if (li < h4) {
+        qs[li] = q4[th * h4 + li];
     }
     workgroupBarrier();
 
     var m = NEG;
     var l = 0.0;
-    var acc0 = 0.0;
-    var acc1 = 0.0;
-    var acc2 = 0.0;
-    var acc3 = 0.0;
+    var acc = vec4<f32>(0.0);
     for (var j0 = k_begin; j0 < k_end; j0 += ATT_WG) {
         let j = j0 + li;
         var sj = NEG;
         if (j < k_end) {
-            sj = score(j * kv_dim + kvh * p.hd) * p.scale;
+            sj = score(j * kv4 + kvh * h4, h4) * p.scale;
         }
-        sc[li] = sj;
+        sc[li / 4u][li % 4u] = sj;
         workgroupBarrier();
-        var bm = m;
-        for (var i = 0u; i < ATT_WG; i++) {
-            bm = max(bm, sc[i]);
+        var bm4 = vec4<f32>(m);
+        for (var i = 0u; i < ATT_WG / 4u; i++) {
+            bm4 = max(bm4, sc[i]);
         }
+        let bm = max(max(bm4.x, bm4.y), max(bm4.z, bm4.w));
         workgroupBarrier();
-        let pj = exp(sj - bm);
-        sc[li] = pj;
+        sc[li / 4u][li % 4u] = exp(sj - bm);
         workgroupBarrier();
         let corr = exp(m - bm);
-        var bl = 0.0;
-        for (var i = 0u; i < ATT_WG; i++) {
-            bl += sc[i];
+        var bl4 = vec4<f32>(0.0);
+        for (var i = 0u; i < ATT_WG / 4u; i++) {
+            bl4 += sc[i];
         }
-        l = l * corr + bl;
-        let n = min(ATT_WG, k_end - j0);
-        let vb = j0 * kv_dim + kvh * p.hd + li;
-        acc0 *= corr;
-        acc1 *= corr;
-        acc2 *= corr;
-        acc3 *= corr;
-        if (li < p.hd) {
-            acc0 += weighted_v(vb, kv_dim, n);
-        }
-        if (li + ATT_WG < p.hd) {
-            acc1 += weighted_v(vb + ATT_WG, kv_dim, n);
-        }
-        if (li + 2u * ATT_WG < p.hd) {
-            acc2 += weighted_v(vb + 2u * ATT_WG, kv_dim, n);
-        }
-        if (li + 3u * ATT_WG < p.hd) {
-            acc3 += weighted_v(vb + 3u * ATT_WG, kv_dim, n);
-        }
+        l = l * corr + ((bl4.x + bl4.y) + (bl4.z + bl4.w));
         m = bm;
+        let n = min(ATT_WG, k_end - j0);
+        if (kg < groups) {
+            let vb = j0 * kv4 + kvh * h4 + d4;
+            var v0 = vec4<f32>(0.0);
+            var v1 = vec4<f32>(0.0);
+            var v2 = vec4<f32>(0.0);
+            var v3 = vec4<f32>(0.0);
+            var i = kg;
+            for (; i + 3u * groups < n; i += 4u * groups) {
+                let x0 = v4[vb + i * kv4];
+                let x1 = v4[vb + (i + groups) * kv4];
+                let x2 = v4[vb + (i + 2u * groups) * kv4];
+                let x3 = v4[vb + (i + 3u * groups) * kv4];
+                v0 += prob(i) * x0;
+                v1 += prob(i + groups) * x1;
+                v2 += prob(i + 2u * groups) * x2;
+                v3 += prob(i + 3u * groups) * x3;
+            }
+            for (; i < n; i += groups) {
+                v0 += prob(i) * v4[vb + i * kv4];
+            }
+            acc = acc * corr + ((v0 + v1) + (v2 + v3));
+        }
         workgroupBarrier();
     }
+    part[li] = acc;
+    workgroupBarrier();
     let slot = th * p.splits + s;
     if (li == 0u) {
         part_ml[slot] = vec2<f32>(m, l);
     }
-    let ab = slot * p.hd + li;
-    if (li < p.hd) {
-        part_acc[ab] = acc0;
-    }
-    if (li + ATT_WG < p.hd) {
-        part_acc[ab + ATT_WG] = acc1;
-    }
-    if (li + 2u * ATT_WG < p.hd) {
-        part_acc[ab + 2u * ATT_WG] = acc2;
-    }
-    if (li + 3u * ATT_WG < p.hd) {
-        part_acc[ab + 3u * ATT_WG] = acc3;
+    if (li < h4) {
+        var o = vec4<f32>(0.0);
+        for (var g = 0u; g < groups; g++) {
+            o += part[g * h4 + li];
+        }
+        part_acc4[slot * h4 + li] = o;
     }
 }
 

@@ -9,7 +9,7 @@
 // only: no shader-f16, no subgroups, so the browser loads this file unchanged.
 //
 // Two entry points share the bindings and the epilogue:
-//   matvec: few tokens (T <= MATVEC_MAX_T), one group of MATVEC_LANES threads per output feature,
+//   matvec: few tokens (T <= MATVEC_MAX_T), one group of `lanes` threads per output feature,
 //           the weight row read once for all T tokens; what decoding runs.
 //   matmul: any T, MM_TILE x MM_TILE output tiles staged through workgroup memory; what prefill
 //           runs.
@@ -17,9 +17,11 @@
 // write a column range of a wider output (a head split over several weight chunks).
 
 const MATVEC_WG: u32 = 256u;
-const MATVEC_LANES: u32 = 64u;
+// Lanes per output feature: a power of two from MATVEC_PART to MATVEC_WG, chosen by the host
+// per dispatch (`lanes`): many on a GPU, where they hide memory latency; few on a CPU
+// adapter, where each lane is a SIMD slot.
+const MATVEC_MAX_LANES: u32 = 64u;
 const MATVEC_PART: u32 = 8u; // lanes whose partials one reducer adds
-const MATVEC_ROWS: u32 = MATVEC_WG / MATVEC_LANES;
 const MATVEC_MAX_T: u32 = 8u;
 
 const MM_TILE: u32 = 64u;
@@ -49,7 +51,7 @@ struct Params {
     bias_off: u32,   // index of this chunk's first bias value
     flags: u32,      // FLAG_*
     eps: f32,        // of the norm (FLAG_NORM)
-    _pad1: u32,
+    lanes: u32,      // matvec lanes per output feature
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -218,7 +220,7 @@ fn matvec_stats(li: u32, base: u32) -> vec2<f32> {
     return vec2<f32>(mean, 1.0 / sqrt(matvec_sum(li, v) / kf + p.eps));
 }
 
-// One group of MATVEC_LANES threads per output feature; the lanes stride over the row in
+// One group of `lanes` threads per output feature; the lanes stride over the row in
 // vec4<u32> steps (coalesced), then lane 0 sums the group's partials. Tokens run one after
 // another: each re-reads the weight row, which is in cache by then.
 @compute @workgroup_size(MATVEC_WG)
@@ -227,9 +229,10 @@ fn matvec(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let r = li / MATVEC_LANES;
-    let lane = li % MATVEC_LANES;
-    let n = linear_group(wg, nwg) * MATVEC_ROWS + r;
+    let lanes = p.lanes;
+    let r = li / lanes;
+    let lane = li % lanes;
+    let n = linear_group(wg, nwg) * (MATVEC_WG / lanes) + r;
     let valid = n < p.n;
     let row = min(n, p.n - 1u) * p.k_vec;
     // Whole vec4 reads of x need K a multiple of 8 and rows starting on a vec4.
@@ -243,11 +246,11 @@ fn matvec(
         var acc = 0.0;
         if (valid && aligned) {
             let xb4 = xb / 4u;
-            for (var c = lane; c < p.k_vec; c += MATVEC_LANES) {
+            for (var c = lane; c < p.k_vec; c += lanes) {
                 acc += dot8(w[row + c], x4_at(xb4, 2u * c, st.x, st.y), x4_at(xb4, 2u * c + 1u, st.x, st.y));
             }
         } else if (valid) {
-            for (var c = lane; c < p.k_vec; c += MATVEC_LANES) {
+            for (var c = lane; c < p.k_vec; c += lanes) {
                 let k0 = c * 8u;
                 let a = vec4<f32>(
                     x_at(xb, k0, st.x, st.y),
@@ -264,11 +267,11 @@ fn matvec(
                 acc += dot8(w[row + c], a, b);
             }
         }
-        // Two-level sum of the row's MATVEC_LANES partials: MATVEC_PART lanes add
-        // MATVEC_PART partials each, then lane 0 adds theirs.
+        // Two-level sum of the row's partials: lanes / MATVEC_PART reducers add MATVEC_PART
+        // partials each, then lane 0 adds theirs.
         red[li] = acc;
         workgroupBarrier();
-        if (lane < MATVEC_LANES / MATVEC_PART) {
+        if (lane < lanes / MATVEC_PART) {
             var s = 0.0;
             for (var i = 0u; i < MATVEC_PART; i++) {
                 s += red[li + lane * (MATVEC_PART - 1u) + i];
@@ -278,7 +281,7 @@ fn matvec(
         workgroupBarrier();
         if (lane == 0u && valid) {
             var s = 0.0;
-            for (var i = 0u; i < MATVEC_LANES / MATVEC_PART; i++) {
+            for (var i = 0u; i < lanes / MATVEC_PART; i++) {
                 s += red2[li + i];
             }
             epilogue(t, n, s);

@@ -34,9 +34,12 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     gen_tokens: usize,
     /// Run each block's norms as their own dispatches instead of fusing them into the products
-    /// (the default on CPU adapters such as lavapipe).
+    /// (fused is the default for Llama on GPUs).
     #[arg(long)]
     separate_norms: bool,
+    /// Fuse each block's norms into the products that read them, whatever the default.
+    #[arg(long, conflicts_with = "separate_norms")]
+    fused_norms: bool,
     /// Skip the extra run that times each op with GPU timestamps.
     #[arg(long)]
     no_profile: bool,
@@ -84,8 +87,10 @@ pub fn run(args: Args) -> Result<()> {
                     &cfg,
                 )?);
             }
-            if args.separate_norms {
-                shards.iter_mut().for_each(|s| s.set_fuse_norms(false));
+            if args.separate_norms || args.fused_norms {
+                shards
+                    .iter_mut()
+                    .for_each(|s| s.set_fuse_norms(args.fused_norms));
             }
             let bytes = shards.iter().map(GpuShard::weight_bytes).sum();
             (
@@ -106,8 +111,10 @@ pub fn run(args: Args) -> Result<()> {
                     let mut shards = (0..n)
                         .map(|i| GpuShard::load(ctx.clone(), &dir, &m.manifest, i))
                         .collect::<Result<Vec<_>, _>>()?;
-                    if args.separate_norms {
-                        shards.iter_mut().for_each(|s| s.set_fuse_norms(false));
+                    if args.separate_norms || args.fused_norms {
+                        shards
+                            .iter_mut()
+                            .for_each(|s| s.set_fuse_norms(args.fused_norms));
                     }
                     Loaded::Gpu(shards)
                 }

@@ -175,13 +175,26 @@ impl Readback {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        ctx.wait()?;
-        rx.recv()
-            .map_err(|_| EngineError::Gpu("the read-back was never mapped".into()))?
-            .map_err(|e| EngineError::Gpu(format!("mapping the read-back buffer: {e}")))?;
-        let out = slice.get_mapped_range().to_vec();
-        buffer.unmap();
-        Ok(out)
+        let waited = ctx.wait();
+        let mapped = rx.try_recv();
+        match (waited, mapped) {
+            (Ok(()), Ok(Ok(()))) => {
+                let out = slice.get_mapped_range().to_vec();
+                buffer.unmap();
+                Ok(out)
+            }
+            (waited, mapped) => {
+                // Never leave the buffer mapped: the next step copies into it.
+                buffer.unmap();
+                Err(match (waited, mapped) {
+                    (Err(e), _) => e,
+                    (_, Ok(Err(e))) => {
+                        EngineError::Gpu(format!("mapping the read-back buffer: {e}"))
+                    }
+                    _ => EngineError::Gpu("the read-back was never mapped".into()),
+                })
+            }
+        }
     }
 }
 

@@ -37,8 +37,11 @@ pub struct GpuContext {
     pub dummy: wgpu::Buffer,
 }
 
+/// A limit by name, how to read it, and the least the kernels need.
+type Need = (&'static str, fn(&wgpu::Limits) -> u64, u64);
+
 /// The least the kernels need from a device, checked before anything runs.
-const NEEDS: [(&str, fn(&wgpu::Limits) -> u64, u64); 4] = [
+const NEEDS: [Need; 4] = [
     (
         "max_compute_invocations_per_workgroup",
         |l| l.max_compute_invocations_per_workgroup as u64,
@@ -197,7 +200,7 @@ impl GpuContext {
             yes(wgpu::Features::TIMESTAMP_QUERY),
             yes(wgpu::Features::SHADER_F16),
             yes(wgpu::Features::SUBGROUP),
-            if self.max_binding < l.max_storage_buffer_binding_size as u64 {
+            if self.max_binding < l.max_storage_buffer_binding_size {
                 format!("\nbindings capped at {} bytes", self.max_binding)
             } else {
                 String::new()
@@ -218,6 +221,16 @@ impl GpuContext {
     /// The device's limits.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// Lanes the matrix-vector kernel gives each output feature: many on a GPU (they hide
+    /// memory latency), few on a CPU adapter (each lane is a SIMD slot there).
+    pub fn matvec_lanes(&self) -> u32 {
+        if self.info.device_type == wgpu::DeviceType::Cpu {
+            self.consts.matvec_min_lanes
+        } else {
+            self.consts.matvec_max_lanes
+        }
     }
 
     /// Whether GPU timestamps can time each dispatch.
@@ -242,8 +255,12 @@ impl GpuContext {
     }
 
     /// The pipeline of `kernel`, built on first use and cached.
+    ///
+    /// The lock is held while building: bind groups are made from a pipeline's own (derived)
+    /// layout, so two threads must never end up with two pipelines for one kernel.
     pub fn pipeline(&self, kernel: Kernel) -> Result<wgpu::ComputePipeline, EngineError> {
-        if let Some(p) = self.pipelines.lock().expect("poisoned").get(&kernel) {
+        let mut pipelines = self.pipelines.lock().expect("poisoned");
+        if let Some(p) = pipelines.get(&kernel) {
             return Ok(p.clone());
         }
         let module = self.module(kernel.file());
@@ -264,10 +281,7 @@ impl GpuContext {
                 kernel.entry()
             ))
         })?;
-        self.pipelines
-            .lock()
-            .expect("poisoned")
-            .insert(kernel, pipeline.clone());
+        pipelines.insert(kernel, pipeline.clone());
         Ok(pipeline)
     }
 

@@ -12,6 +12,9 @@ use super::context::GpuContext;
 use super::ops::{self, Epilogue, Heads, MatmulIo, MatmulKernel, NormKind};
 use super::recorder::{Recorder, Runner};
 
+/// `(q, k cache, v cache)` as [`GpuOps::qkv_rope`] returns them.
+pub type QkvCaches = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// Runs single ops on host data.
 pub struct GpuOps {
     ctx: Arc<GpuContext>,
@@ -337,7 +340,7 @@ impl GpuOps {
         pos: usize,
         h: Heads,
         theta: Option<f32>,
-    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>), EngineError> {
+    ) -> Result<QkvCaches, EngineError> {
         let ctx = self.ctx.clone();
         let (qd, kvd) = (h.heads * h.hd, h.kv_heads * h.hd);
         let t = qkv.len() / (qd + 2 * kvd);

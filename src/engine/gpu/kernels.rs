@@ -130,8 +130,11 @@ pub struct Consts {
     pub elem_wg: u32,
     pub rope_wg: u32,
     pub quant_wg: u32,
-    /// Output features per matvec workgroup, and the most tokens one matvec handles.
-    pub matvec_rows: u32,
+    /// Threads of a matvec workgroup, the lanes per output feature on a GPU, the fewest lanes
+    /// the kernel takes, and the most tokens one matvec handles.
+    pub matvec_wg: u32,
+    pub matvec_max_lanes: u32,
+    pub matvec_min_lanes: u32,
     pub matvec_max_t: u32,
     /// Side of the matmul output tile.
     pub mm_tile: u32,
@@ -160,7 +163,9 @@ impl Consts {
             elem_wg: get(ELEMENTWISE, "ELEM_WG")?,
             rope_wg: get(ROPE, "ROPE_WG")?,
             quant_wg: get(QUANT, "QUANT_WG")?,
-            matvec_rows: get(MATMUL, "MATVEC_ROWS")?,
+            matvec_wg: get(MATMUL, "MATVEC_WG")?,
+            matvec_max_lanes: get(MATMUL, "MATVEC_MAX_LANES")?,
+            matvec_min_lanes: get(MATMUL, "MATVEC_PART")?,
             matvec_max_t: get(MATMUL, "MATVEC_MAX_T")?,
             mm_tile: get(MATMUL, "MM_TILE")?,
             att_wg: get(ATTENTION, "ATT_WG")?,
@@ -213,17 +218,14 @@ mod tests {
     #[test]
     fn constants_are_read_from_the_shaders() {
         let c = Consts::from_shaders().unwrap();
-        assert_eq!(
-            c.matvec_rows,
-            wgsl_const(MATMUL.source, "MATVEC_WG").unwrap()
-                / wgsl_const(MATMUL.source, "MATVEC_LANES").unwrap()
-        );
+        assert!(c.matvec_wg.is_multiple_of(c.matvec_max_lanes));
+        assert!(c.matvec_max_lanes.is_multiple_of(c.matvec_min_lanes));
         assert_eq!(
             c.topk_chunk,
             wgsl_const(TOPK.source, "TOPK_WG").unwrap()
                 * wgsl_const(TOPK.source, "TOPK_PER_THREAD").unwrap()
         );
-        assert!(c.att_max_hd % c.att_wg == 0);
+        assert!(c.att_max_hd.is_multiple_of(c.att_wg));
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! - [`ops`]: one function per op (shape checks, parameters, dispatch size).
 //! - [`recorder`]: a step's dispatches, encoded into one command buffer with cached bind
 //!   groups and optional timestamps per op kind.
+//! - [`load`]: a shard's tensors uploaded and arranged for the kernels.
+//! - [`forward`]: one transformer block recorded as dispatches.
+//! - [`scratch`], [`session`]: the step's activation buffers and each session's KV cache.
 //! - [`shard`]: [`GpuShard`], the [`ShardExecutor`](super::ShardExecutor) over a layer range.
 //! - [`host`]: each op run once on host data, for tests against the CPU reference.
 //!
@@ -22,6 +25,7 @@ pub mod kernels;
 pub mod load;
 pub mod ops;
 pub mod recorder;
+pub mod scratch;
 pub mod session;
 pub mod shard;
 

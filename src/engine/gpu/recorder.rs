@@ -59,7 +59,7 @@ impl Recorder {
         groups: [u32; 3],
     ) {
         let params = bytemuck::bytes_of(params).to_vec();
-        debug_assert!(params.len() <= MAX_PARAMS && params.len() % 16 == 0);
+        debug_assert!(params.len() <= MAX_PARAMS && params.len().is_multiple_of(16));
         self.items.push(Item::Dispatch(Dispatch {
             kernel,
             kind,
@@ -98,6 +98,8 @@ impl Recorder {
 
 #[derive(PartialEq, Eq, Hash)]
 struct BindKey {
+    /// The pipeline whose derived layout the bind group was made with.
+    pipeline: wgpu::ComputePipeline,
     kernel: Kernel,
     slot: u32,
     buffers: Vec<(u32, wgpu::Buffer)>,
@@ -270,22 +272,16 @@ impl Runner {
                 Item::Dispatch(d) => {
                     let pipeline = ctx.pipeline(d.kernel)?;
                     let key = BindKey {
+                        pipeline: pipeline.clone(),
                         kernel: d.kernel,
                         slot,
                         buffers: d.bindings,
                     };
-                    if !self.cache.contains_key(&key) {
-                        let bg = self.bind_group(ctx, &pipeline, &uniform, &key, d.params.len());
-                        self.cache.insert(
-                            BindKey {
-                                kernel: key.kernel,
-                                slot: key.slot,
-                                buffers: key.buffers.clone(),
-                            },
-                            bg,
-                        );
-                    }
-                    let bg = &self.cache[&key];
+                    let (slot_bytes, len) = (self.slot_bytes, d.params.len());
+                    let bg = self
+                        .cache
+                        .entry(key)
+                        .or_insert_with_key(|k| bind_group(ctx, &uniform, slot_bytes, k, len));
                     let query = self.timestamps.as_mut().and_then(|ts| {
                         let i = ts.kinds.len() as u32;
                         (2 * i + 1 < MAX_QUERIES).then(|| {
@@ -313,7 +309,7 @@ impl Runner {
                             .forget_lifetime()
                     });
                     p.set_pipeline(&pipeline);
-                    p.set_bind_group(0, bg, &[]);
+                    p.set_bind_group(0, &*bg, &[]);
                     p.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
                     slot += 1;
                 }
@@ -352,33 +348,34 @@ impl Runner {
         }
         Ok(Some(profile))
     }
+}
 
-    fn bind_group(
-        &self,
-        ctx: &GpuContext,
-        pipeline: &wgpu::ComputePipeline,
-        uniform: &wgpu::Buffer,
-        key: &BindKey,
-        params_len: usize,
-    ) -> wgpu::BindGroup {
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: uniform,
-                offset: key.slot as u64 * self.slot_bytes,
-                size: wgpu::BufferSize::new(params_len as u64),
-            }),
-        }];
-        for (binding, buffer) in &key.buffers {
-            entries.push(wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: buffer.as_entire_binding(),
-            });
-        }
-        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(key.kernel.entry()),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        })
+/// A bind group for `key`: the dispatch's parameter slot of `uniform` at binding 0 and its
+/// buffers, laid out as `key.pipeline` derived.
+fn bind_group(
+    ctx: &GpuContext,
+    uniform: &wgpu::Buffer,
+    slot_bytes: u64,
+    key: &BindKey,
+    params_len: usize,
+) -> wgpu::BindGroup {
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: uniform,
+            offset: key.slot as u64 * slot_bytes,
+            size: wgpu::BufferSize::new(params_len as u64),
+        }),
+    }];
+    for (binding, buffer) in &key.buffers {
+        entries.push(wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: buffer.as_entire_binding(),
+        });
     }
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(key.kernel.entry()),
+        layout: &key.pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
 }

@@ -20,76 +20,12 @@ use super::super::{
 };
 use super::buffers::{Readback, f32s, storage, storage_init, u32s};
 use super::context::GpuContext;
-use super::forward::{Activ, record_layer};
+use super::forward::record_layer;
 use super::load::ShardWeights;
-use super::ops::{self, Epilogue, Heads, MatmulIo, MatmulKernel};
+use super::ops::{self, Epilogue, MatmulIo, MatmulKernel};
 use super::recorder::{Profile, Recorder, Runner};
+use super::scratch::{Scratch, heads};
 use super::session::Session;
-
-/// Scratch buffers of a step, sized for `cap` tokens.
-struct Scratch {
-    cap: usize,
-    tokens: wgpu::Buffer,
-    x: wgpu::Buffer,
-    a: wgpu::Buffer,
-    qkv: wgpu::Buffer,
-    q: wgpu::Buffer,
-    att: wgpu::Buffer,
-    h: wgpu::Buffer,
-    ml: wgpu::Buffer,
-    acc: wgpu::Buffer,
-    scales: wgpu::Buffer,
-    q8: wgpu::Buffer,
-}
-
-impl Scratch {
-    fn new(ctx: &GpuContext, cfg: &ModelConfig, arch: Architecture, cap: usize) -> Self {
-        let f4 = |n: usize| (n * 4) as u64;
-        let (c, f) = (cfg.hidden_size, cfg.ffn_size);
-        let h = heads(cfg);
-        let qd = h.heads * h.hd;
-        let (ml, acc) = ops::attention_scratch(cap, h);
-        let hidden = match arch {
-            Architecture::Gpt2 => f,
-            Architecture::Llama => 2 * f,
-        };
-        Scratch {
-            cap,
-            tokens: storage(ctx, "tokens", f4(cap)),
-            x: storage(ctx, "x", f4(cap * c)),
-            a: storage(ctx, "a", f4(cap * c)),
-            qkv: storage(ctx, "qkv", f4(cap * (qd + 2 * h.kv_heads * h.hd))),
-            q: storage(ctx, "q", f4(cap * qd)),
-            att: storage(ctx, "att", f4(cap * qd)),
-            h: storage(ctx, "h", f4(cap * hidden)),
-            ml: storage(ctx, "attention m, l", f4(ml)),
-            acc: storage(ctx, "attention acc", f4(acc)),
-            scales: storage(ctx, "int8 scales", f4(cap)),
-            q8: storage(ctx, "int8 values", (cap * c).div_ceil(4) as u64 * 4),
-        }
-    }
-
-    fn activ(&self) -> Activ<'_> {
-        Activ {
-            x: &self.x,
-            a: &self.a,
-            qkv: &self.qkv,
-            q: &self.q,
-            att: &self.att,
-            h: &self.h,
-            ml: &self.ml,
-            acc: &self.acc,
-        }
-    }
-}
-
-fn heads(cfg: &ModelConfig) -> Heads {
-    Heads {
-        heads: cfg.n_heads,
-        kv_heads: cfg.n_kv_heads,
-        hd: cfg.head_dim,
-    }
-}
 
 /// What a step reads back.
 enum Want {
@@ -168,9 +104,10 @@ impl GpuShard {
         cfg: &ModelConfig,
     ) -> Result<Self, EngineError> {
         let h = heads(cfg);
-        if h.hd > ctx.consts.att_max_hd as usize || h.hd % 2 != 0 {
+        if h.hd > ctx.consts.att_max_hd as usize || !h.hd.is_multiple_of(4) {
             return Err(EngineError::Gpu(format!(
-                "head size {} is odd or above the attention kernel's ATT_MAX_HD {}",
+                "head size {} is not a multiple of 4 or above the attention kernel's \
+                 ATT_MAX_HD {}",
                 h.hd, ctx.consts.att_max_hd
             )));
         }
@@ -190,9 +127,12 @@ impl GpuShard {
         };
         ctx.take_errors()?;
         let runner = Runner::new(&ctx);
-        // Fusing the norms into the products saves dispatches but adds workgroup barriers,
-        // which a CPU adapter (lavapipe) pays for more than the dispatches.
-        let fuse_norms = ctx.adapter_info().device_type != wgpu::DeviceType::Cpu;
+        // Fusing the norms into the products saves dispatches but makes every workgroup of the
+        // product compute the row statistics: a win for RMSNorm on a GPU, a loss for
+        // LayerNorm's two passes (measured on an H100) and on a CPU adapter (lavapipe), where
+        // workgroup barriers are dear.
+        let fuse_norms =
+            ctx.adapter_info().device_type != wgpu::DeviceType::Cpu && arch == Architecture::Llama;
         Ok(GpuShard {
             ctx,
             info: info.clone(),
@@ -234,8 +174,8 @@ impl GpuShard {
         self.matmul = which;
     }
 
-    /// Fuses each block's norms into the products that read them (the default on GPUs) or runs
-    /// them as their own dispatches (the default on CPU adapters).
+    /// Fuses each block's norms into the products that read them (the default for Llama on
+    /// GPUs) or runs them as their own dispatches (the default otherwise).
     pub fn set_fuse_norms(&mut self, on: bool) {
         self.fuse_norms = on;
     }

@@ -1,0 +1,170 @@
+//! Matrix products against f16 weights with their fused prologues and epilogues (matmul.wgsl).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::super::buffers::{GpuMatrix, GpuVector};
+use super::super::context::GpuContext;
+use super::super::kernels::Kernel;
+use super::super::recorder::Recorder;
+use super::NormKind;
+use super::{grid, u};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    t: u32,
+    n: u32,
+    k: u32,
+    k_vec: u32,
+    x_off: u32,
+    x_stride: u32,
+    out_off: u32,
+    out_stride: u32,
+    bias_off: u32,
+    flags: u32,
+    eps: f32,
+    lanes: u32,
+}
+
+/// What the matrix product does after the dot products (the WGSL's FLAG_*).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Epilogue {
+    /// Apply gelu (tanh) after the bias.
+    pub gelu: bool,
+    /// Add the result onto `out` (the residual connection) instead of overwriting it.
+    pub accumulate: bool,
+}
+
+const FLAG_BIAS: u32 = 1;
+const FLAG_GELU: u32 = 2;
+const FLAG_ACCUMULATE: u32 = 4;
+const FLAG_SILU_GATE: u32 = 8;
+const FLAG_NORM: u32 = 16;
+const FLAG_RMS: u32 = 32;
+
+/// A norm applied to each row of a matrix product's input as it is read.
+#[derive(Clone, Copy)]
+pub struct InputNorm<'a> {
+    pub kind: NormKind,
+    pub w: &'a GpuVector,
+    pub b: Option<&'a GpuVector>,
+    pub eps: f32,
+}
+
+/// Which matrix-product kernel to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulKernel {
+    /// matvec up to MATVEC_MAX_T tokens, tiled matmul beyond.
+    Auto,
+    /// Force the matrix-vector kernel (T <= MATVEC_MAX_T).
+    Vec,
+    /// Force the tiled kernel.
+    Tiled,
+}
+
+/// Where a matrix product reads and writes: rows `x_row..x_row + t` of `x (.., K)` and
+/// `out (t, out_stride)` starting at column `out_col`. With `gated`, x rows are
+/// `[gate | up]` (2K wide) and the input is `silu(gate) * up`.
+pub struct MatmulIo<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub x_row: usize,
+    pub t: usize,
+    pub gated: bool,
+    /// Normalise each x row first (a block's pre-norm fused into its first product).
+    pub norm: Option<InputNorm<'a>>,
+    pub out: &'a wgpu::Buffer,
+    pub out_stride: usize,
+    pub out_col: usize,
+}
+
+/// `out (T, N) [+]= x (T, K) @ w (N, K)^T [+ bias] [gelu]`, one dispatch per weight chunk.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    rec: &mut Recorder,
+    ctx: &GpuContext,
+    kind: &'static str,
+    io: &MatmulIo<'_>,
+    w: &GpuMatrix,
+    bias: Option<&GpuVector>,
+    epilogue: Epilogue,
+    which: MatmulKernel,
+) {
+    let k = w.cols;
+    if let Some(b) = bias {
+        assert_eq!(b.len, w.rows, "bias length");
+    }
+    let max_t = ctx.consts.matvec_max_t as usize;
+    let kernel = match which {
+        MatmulKernel::Auto if io.t <= max_t => Kernel::Matvec,
+        MatmulKernel::Vec => {
+            assert!(io.t <= max_t, "matvec takes at most {max_t} tokens");
+            Kernel::Matvec
+        }
+        _ => Kernel::Matmul,
+    };
+    let flags = bias.map_or(0, |_| FLAG_BIAS)
+        | if epilogue.gelu { FLAG_GELU } else { 0 }
+        | if epilogue.accumulate {
+            FLAG_ACCUMULATE
+        } else {
+            0
+        }
+        | if io.gated { FLAG_SILU_GATE } else { 0 }
+        | match io.norm.map(|n| n.kind) {
+            None => 0,
+            Some(NormKind::Layer) => FLAG_NORM,
+            Some(NormKind::Rms) => FLAG_NORM | FLAG_RMS,
+        };
+    if let Some(n) = &io.norm {
+        assert!(!io.gated, "a gated input is not normalised");
+        assert_eq!(n.w.len, k, "norm weight length");
+        assert_eq!(
+            n.kind == NormKind::Layer,
+            n.b.is_some(),
+            "LayerNorm needs a bias"
+        );
+    }
+    let norm_w = io.norm.map_or(&ctx.dummy, |n| &n.w.buffer);
+    let norm_b = io.norm.and_then(|n| n.b).map_or(&ctx.dummy, |b| &b.buffer);
+    let x_stride = if io.gated { 2 * k } else { k };
+    let lanes = ctx.matvec_lanes();
+    let bias_buf = bias.map_or(&ctx.dummy, |b| &b.buffer);
+    for chunk in &w.chunks {
+        let params = MatmulParams {
+            t: u(io.t),
+            n: u(chunk.rows),
+            k: u(k),
+            k_vec: u(w.stride / 8),
+            x_off: u(io.x_row * x_stride),
+            x_stride: u(x_stride),
+            out_off: u(io.out_col + chunk.row0),
+            out_stride: u(io.out_stride),
+            bias_off: u(chunk.row0),
+            flags,
+            eps: io.norm.map_or(0.0, |n| n.eps),
+            lanes,
+        };
+        let groups = match kernel {
+            Kernel::Matvec => grid(
+                ctx,
+                u(chunk.rows.div_ceil((ctx.consts.matvec_wg / lanes) as usize)),
+            ),
+            _ => {
+                let tile = ctx.consts.mm_tile as usize;
+                [u(chunk.rows.div_ceil(tile)), u(io.t.div_ceil(tile)), 1]
+            }
+        };
+        let mut bindings = vec![
+            (1, io.x),
+            (2, &chunk.buffer),
+            (3, bias_buf),
+            (4, io.out),
+            (6, norm_w),
+            (7, norm_b),
+        ];
+        if kernel == Kernel::Matvec {
+            bindings.push((5, io.x));
+        }
+        rec.dispatch(kernel, kind, &params, &bindings, groups);
+    }
+}
