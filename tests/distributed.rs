@@ -78,7 +78,7 @@ impl Cluster {
 
     /// Waits until `nodes` nodes are connected, each holding a shard, and the pipeline is complete.
     async fn wait_complete(&self, nodes: usize) {
-        for _ in 0..600 {
+        for _ in 0..1800 {
             let s = synapse::coordinator::http::status_json(&self.coord);
             let all_busy = s["nodes"]
                 .as_array()

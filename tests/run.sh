@@ -26,4 +26,6 @@ if ! ldconfig -p | grep -q 'libvulkan\.so\.1' || ! ls /usr/share/vulkan/icd.d/lv
 fi
 
 echo "== cargo tests"
-cargo test --release --workspace --no-fail-fast
+# One test at a time within each binary: the distributed and GPU tests each use both cores, and
+# running them side by side only turns timeouts into noise.
+cargo test --release --workspace --no-fail-fast -- --test-threads=1

@@ -176,7 +176,16 @@ impl Readback {
             let _ = tx.send(r);
         });
         let waited = ctx.wait();
-        let mapped = rx.try_recv();
+        // Another thread polling the same device may be the one that runs our callback, a
+        // moment after our own poll returned: wait for it rather than assume it already ran.
+        let mapped = match rx.try_recv() {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                let _ = ctx.wait();
+                rx.recv_timeout(std::time::Duration::from_secs(30))
+                    .map_err(|_| std::sync::mpsc::TryRecvError::Empty)
+            }
+        };
         match (waited, mapped) {
             (Ok(()), Ok(Ok(()))) => {
                 let out = slice.get_mapped_range().to_vec();
