@@ -63,6 +63,34 @@ impl StepInput<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Checks that this input suits a shard: token ids within `vocab` for the shard holding the
+    /// embedding, hidden states `hidden` wide for any other. Shared by every engine.
+    pub fn check(
+        &self,
+        shard: &splitter::ShardInfo,
+        vocab: usize,
+        hidden: usize,
+    ) -> Result<(), EngineError> {
+        match (self, shard.has_embedding) {
+            (StepInput::Tokens(ids), true) => match ids.iter().find(|&&id| id as usize >= vocab) {
+                Some(&id) => Err(EngineError::Token { id, vocab }),
+                None => Ok(()),
+            },
+            (StepInput::Hidden(h), false) if h.cols == hidden => Ok(()),
+            (StepInput::Hidden(h), false) => Err(EngineError::Shape(format!(
+                "hidden states have {} columns, expected {hidden}",
+                h.cols
+            ))),
+            (StepInput::Tokens(_), false) => Err(EngineError::Shape(format!(
+                "shard {} takes hidden states, not token ids",
+                shard.index
+            ))),
+            (StepInput::Hidden(_), true) => Err(EngineError::Shape(
+                "the first shard takes token ids, not hidden states".into(),
+            )),
+        }
+    }
 }
 
 /// Which rows of logits the last shard computes.

@@ -230,11 +230,7 @@ fn run_step(
                 StepOutput::Hidden(h) => {
                     let act = Activation::new(h.rows as u32, h.cols as u32, h.data)
                         .map_err(|e| e.to_string())?;
-                    let enc = match enc {
-                        WireEncoding::Rice => Encoding::Rice,
-                        _ => Encoding::F32,
-                    };
-                    act.to_frame(seq, job.step, enc, false)
+                    act.to_frame(seq, job.step, enc.protocol(), false)
                         .map_err(|e| e.to_string())
                 }
                 StepOutput::Logits(_) => Err(format!(

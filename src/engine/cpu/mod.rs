@@ -242,25 +242,12 @@ impl ShardExecutor for CpuShard {
                 context: self.cfg.context_length,
             });
         }
+        input.check(&self.info, self.cfg.vocab_size, c)?;
         let mut x = match (input, &self.embedding) {
             (StepInput::Tokens(ids), Some(emb)) => self.embed(emb, ids, pos)?,
-            (StepInput::Hidden(h), None) if h.cols == c => h.data.clone(),
-            (StepInput::Hidden(h), None) => {
-                return Err(EngineError::Shape(format!(
-                    "hidden states have {} columns, expected {c}",
-                    h.cols
-                )));
-            }
+            (StepInput::Hidden(h), _) => h.data.clone(),
             (StepInput::Tokens(_), None) => {
-                return Err(EngineError::Shape(format!(
-                    "shard {} takes hidden states, not token ids",
-                    self.info.index
-                )));
-            }
-            (StepInput::Hidden(_), Some(_)) => {
-                return Err(EngineError::Shape(
-                    "the first shard takes token ids, not hidden states".into(),
-                ));
+                unreachable!("checked: only the first shard takes tokens")
             }
         }; // (T, C)
         let caches = self.sessions.get_mut(&session).expect("checked above");

@@ -280,35 +280,7 @@ impl GpuShard {
                 context: self.cfg.context_length,
             });
         }
-        let c = self.cfg.hidden_size;
-        match (input, &self.weights.embedding) {
-            (StepInput::Tokens(ids), Some(_)) => {
-                if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-                    return Err(EngineError::Token {
-                        id,
-                        vocab: self.cfg.vocab_size,
-                    });
-                }
-            }
-            (StepInput::Hidden(h), None) if h.cols == c => {}
-            (StepInput::Hidden(h), None) => {
-                return Err(EngineError::Shape(format!(
-                    "hidden states have {} columns, expected {c}",
-                    h.cols
-                )));
-            }
-            (StepInput::Tokens(_), None) => {
-                return Err(EngineError::Shape(format!(
-                    "shard {} takes hidden states, not token ids",
-                    self.info.index
-                )));
-            }
-            (StepInput::Hidden(_), Some(_)) => {
-                return Err(EngineError::Shape(
-                    "the first shard takes token ids, not hidden states".into(),
-                ));
-            }
-        }
+        input.check(&self.info, self.cfg.vocab_size, self.cfg.hidden_size)?;
         Ok(())
     }
 
