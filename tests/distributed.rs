@@ -42,6 +42,7 @@ impl Cluster {
     }
 
     async fn start_with(model_dir: &Path, encoding: WireEncoding) -> Cluster {
+        common::init_logging();
         let mut cfg = CoordinatorConfig::new(model_dir.to_path_buf(), TOKEN.into());
         cfg.encoding = encoding;
         cfg.step_timeout = Duration::from_secs(30);

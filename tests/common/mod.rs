@@ -26,6 +26,17 @@ pub fn fixtures() -> PathBuf {
     dir
 }
 
+/// Sends the crate's `tracing` output (info and up, or `SYNAPSE_LOG`) to the test's captured
+/// output, so a failing test shows what the coordinator and nodes said.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYNAPSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// The default model (SmolLM2-135M-Instruct), fetched on first use.
 pub fn default_model() -> PathBuf {
     synapse::fetch::ensure_default_model().expect("fetching the default model")
