@@ -150,7 +150,14 @@ fn node_with(url: String, name: &str, model_dir: Option<&Path>, cache: &Path) ->
         stats: stats.clone(),
     };
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(synapse::node::run(cfg, stop_rx));
+    let name = name.to_string();
+    let task = tokio::spawn(async move {
+        let result = synapse::node::run(cfg, stop_rx).await;
+        if let Err(e) = &result {
+            tracing::error!("node {name} stopped: {e:#}");
+        }
+        result
+    });
     NodeHandle { stop, task, stats }
 }
 
@@ -264,6 +271,141 @@ async fn killing_a_node_mid_generation_fails_over_without_losing_a_token() {
         replayed |= matches!(e, Event::SessionReplayed { .. });
     }
     assert!(replayed, "the session was replayed after the node died");
+}
+
+/// Long enough that the moved shard is loaded (a second on this machine) well before the end.
+const MOVE_TOKENS: usize = 40;
+
+/// Dragging a shard to another node while a generation runs (the app's gesture, through the
+/// HTTP API): the target loads it, the route switches between two tokens, the source frees it,
+/// and the text is the one without a move. A move to a node that does not exist is refused and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_shard_mid_generation_loses_and_repeats_no_token() {
+    let want = reference_ids(MOVE_TOKENS);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = split_default(tmp.path(), 3);
+    // f32 on the wire: exact hops, so any lost, repeated or mis-cached token changes the text.
+    let cluster = Cluster::start_with(&dir, WireEncoding::F32).await;
+    let a = cluster.node("a", Some(&dir), tmp.path());
+    let b = cluster.node("b", Some(&dir), tmp.path());
+    cluster.wait_complete(2).await;
+    let status = synapse::coordinator::http::status_json(&cluster.coord);
+    let holder = |s: &serde_json::Value, i: usize| s["shards"][i]["node"].as_u64().unwrap();
+    let nodes: Vec<u64> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    let from = holder(&status, 1);
+    let to = *nodes.iter().find(|&&n| n != from).unwrap();
+    let http = reqwest::Client::new();
+    let move_to = |node: u64| {
+        http.post(format!("http://{}/api/shards/1/move", cluster.addr))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "node": node }).to_string())
+            .send()
+    };
+
+    let refused = move_to(999).await.unwrap();
+    assert_eq!(refused.status(), 409, "a move to a missing node is refused");
+    let why = refused.text().await.unwrap();
+    assert!(why.contains("no node 999"), "{why}");
+    let after = synapse::coordinator::http::status_json(&cluster.coord);
+    assert_eq!(
+        holder(&after, 1),
+        from,
+        "a refused move leaves the shard where it was"
+    );
+
+    let mut events = cluster.coord.subscribe();
+    let generation = {
+        let coord = cluster.coord.clone();
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let req = serde_json::from_value(
+                serde_json::json!({"prompt": PROMPT, "max_tokens": MOVE_TOKENS, "temperature": 0.0}),
+            )
+            .unwrap();
+            tokio::spawn(async move { coord.generate(req, tx).await });
+            let mut done = None;
+            while let Some(e) = rx.recv().await {
+                match e {
+                    GenerateEvent::Done { ids, text, .. } => done = Some((ids, text)),
+                    GenerateEvent::Error { message } => panic!("generation failed: {message}"),
+                    _ => {}
+                }
+            }
+            done.expect("a done event")
+        })
+    };
+    // Move shard 1 after the third token, while the generation goes on.
+    let mut sampled = 0;
+    while sampled < 3 {
+        if let Ok(Event::TokenSampled { .. }) = events.recv().await {
+            sampled += 1;
+        }
+    }
+    let accepted = move_to(to).await.unwrap();
+    assert_eq!(accepted.status(), 202, "{}", accepted.text().await.unwrap());
+    let (ids, text) = tokio::time::timeout(Duration::from_secs(180), generation)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids, want, "text with a move in the middle: {text:?}");
+    // The move completed: shard 1 is ready on the target, and frames went through it after.
+    for _ in 0..600 {
+        let s = synapse::coordinator::http::status_json(&cluster.coord);
+        if holder(&s, 1) == to && s["shards"][1]["moving_to"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = synapse::coordinator::http::status_json(&cluster.coord);
+    assert_eq!(holder(&s, 1), to, "shard 1 moved: {s}");
+    assert_eq!(s["shards"][1]["state"], "ready", "{s}");
+    let mut ready_on_target = false;
+    let mut relayed_by_target_after = false;
+    while let Ok(e) = events.try_recv() {
+        match e {
+            Event::ShardReady { shard: 1, node } if node == to => ready_on_target = true,
+            Event::FrameRelayed {
+                node, first_shard, ..
+            } if ready_on_target && node == to && first_shard <= 1 => {
+                relayed_by_target_after = true
+            }
+            _ => {}
+        }
+    }
+    assert!(ready_on_target, "the target reported shard 1 ready");
+    // The source freed it: each node holds exactly the shards the coordinator routes to it.
+    let name_of = |id: u64| {
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let source = if name_of(from) == "a" { &a } else { &b };
+    let held_by_source = (0..3).filter(|&i| holder(&s, i) == from).count();
+    for _ in 0..100 {
+        if source.stats.shards.load(Ordering::Relaxed) == held_by_source {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        source.stats.shards.load(Ordering::Relaxed),
+        held_by_source,
+        "the source node freed the moved shard"
+    );
+    assert!(
+        relayed_by_target_after,
+        "the route switched to node {to} before the {MOVE_TOKENS} tokens were done"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -369,6 +369,15 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Tells nodes to free the shards they gave up in a move, once no running step still uses
+    /// a route through them.
+    pub(crate) fn unload_retired(&self) {
+        let done = self.state().take_unloadable();
+        for r in done {
+            self.send_to(r.node, &CoordinatorMessage::Unload { shard: r.shard });
+        }
+    }
+
     /// A node finished loading `shard`: it becomes (or stays) the shard's server.
     pub(crate) fn shard_ready(&self, node: u64, shard: usize) {
         let unload_from = {
@@ -390,11 +399,19 @@ impl Coordinator {
             s.state = ShardState::Ready;
             s.progress = 1.0;
             st.epoch += 1;
+            if let Some(old) = unload {
+                let epoch = st.epoch;
+                st.retired.push(state::Retired {
+                    node: old,
+                    shard,
+                    epoch,
+                });
+            }
             unload
         };
         self.emit(Event::ShardReady { shard, node });
-        if let Some(old) = unload_from {
-            self.send_to(old, &CoordinatorMessage::Unload { shard });
+        if unload_from.is_some() {
+            self.unload_retired();
         }
         self.notify();
         // Nodes that joined while shards were loading may now deserve some.

@@ -167,7 +167,9 @@ impl Coordinator {
             }
             let (route, epoch) = self.wait_route().await?;
             if built_epoch != Some(epoch) {
-                if cached > 0 {
+                // Nodes may hold this session's caches, complete or left by a step that failed
+                // part-way: free them all and replay the whole sequence on the new route.
+                if !touched.is_empty() {
                     for node in touched.iter() {
                         self.send_to(*node, &CoordinatorMessage::Close { session });
                     }
@@ -180,10 +182,13 @@ impl Coordinator {
                 cached = 0;
                 built_epoch = Some(epoch);
             }
-            let logits = match self
-                .run_step(session, &route, cached, &seq[cached..], k, touched)
-                .await
-            {
+            let step = {
+                let _running = InFlight::new(self, epoch);
+                self.run_step(session, &route, cached, &seq[cached..], k, touched)
+                    .await
+            };
+            self.unload_retired();
+            let logits = match step {
                 Ok(l) => l,
                 Err(HopError::Node(node, why)) => {
                     failovers += 1;
@@ -192,8 +197,18 @@ impl Coordinator {
                             "giving up after {MAX_FAILOVERS} failed steps; last: node {node}: {why}"
                         ));
                     }
-                    tracing::warn!(session, node, "step failed ({why}); failing over");
-                    self.remove_node(node, &format!("failed a step: {why}"));
+                    if self.state().epoch != epoch {
+                        // The route changed under this step (a move or a node leaving): the
+                        // node is not to blame. Replay on the new route.
+                        tracing::info!(
+                            session,
+                            node,
+                            "step failed on a route that changed ({why}); replaying"
+                        );
+                    } else {
+                        tracing::warn!(session, node, "step failed ({why}); failing over");
+                        self.remove_node(node, &format!("failed a step: {why}"));
+                    }
                     built_epoch = None;
                     continue;
                 }
@@ -401,6 +416,31 @@ impl Coordinator {
                     hop.node,
                     format!("did not answer within {:?}", self.config().step_timeout),
                 ))
+            }
+        }
+    }
+}
+
+/// Counts a step as running on the route of its epoch while it lives.
+struct InFlight<'a> {
+    coord: &'a Coordinator,
+    epoch: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(coord: &'a Coordinator, epoch: u64) -> Self {
+        *coord.state().inflight.entry(epoch).or_insert(0) += 1;
+        InFlight { coord, epoch }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut st = self.coord.state();
+        if let Some(n) = st.inflight.get_mut(&self.epoch) {
+            *n -= 1;
+            if *n == 0 {
+                st.inflight.remove(&self.epoch);
             }
         }
     }

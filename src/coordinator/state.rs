@@ -78,6 +78,19 @@ pub struct State {
     pub next_session: u64,
     /// Bumped whenever a route changes; sessions built under another epoch replay.
     pub epoch: u64,
+    /// Steps running now, by the epoch of the route they use.
+    pub inflight: BTreeMap<u64, usize>,
+    /// Shards a node no longer serves after a move, unloaded once no step of an older route is
+    /// still running (so a step in flight never meets a shard that just left).
+    pub retired: Vec<Retired>,
+}
+
+/// A shard left `node` when the route of `epoch` took over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retired {
+    pub node: u64,
+    pub shard: usize,
+    pub epoch: u64,
 }
 
 /// One hop of a route: a node and the consecutive shards it runs.
@@ -108,7 +121,24 @@ impl State {
             next_step: 1,
             next_session: 1,
             epoch: 0,
+            inflight: BTreeMap::new(),
+            retired: Vec::new(),
         }
+    }
+
+    /// Retired shards that no running step can still need, removed from the list; those the
+    /// node has not been given back since.
+    pub fn take_unloadable(&mut self) -> Vec<Retired> {
+        let oldest = self.inflight.keys().next().copied().unwrap_or(u64::MAX);
+        let (done, wait): (Vec<Retired>, Vec<Retired>) =
+            self.retired.iter().partition(|r| oldest >= r.epoch);
+        self.retired = wait;
+        done.into_iter()
+            .filter(|r| {
+                let s = &self.shards[r.shard];
+                s.node != Some(r.node) && s.moving_to.map(|m| m.0) != Some(r.node)
+            })
+            .collect()
     }
 
     /// The route through ready shards, grouping consecutive shards of one node into one hop;
@@ -147,5 +177,47 @@ impl State {
         let id = self.next_step;
         self.next_step = self.next_step.wrapping_add(1).max(1);
         id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moved(st: &mut State, shard: usize, from: u64, to: u64) {
+        st.shards[shard].node = Some(to);
+        st.epoch += 1;
+        st.retired.push(Retired {
+            node: from,
+            shard,
+            epoch: st.epoch,
+        });
+    }
+
+    #[test]
+    fn a_retired_shard_waits_for_steps_on_older_routes() {
+        let mut st = State::new(2);
+        st.inflight.insert(0, 1); // a step on the route before the move
+        moved(&mut st, 1, 7, 8);
+        assert!(st.take_unloadable().is_empty(), "a step still uses node 7");
+        assert_eq!(st.retired.len(), 1);
+        st.inflight.clear();
+        st.inflight.insert(1, 2); // steps on the new route do not hold it back
+        let done = st.take_unloadable();
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].node, done[0].shard), (7, 1));
+        assert!(st.retired.is_empty());
+    }
+
+    #[test]
+    fn a_shard_moved_back_is_not_unloaded() {
+        let mut st = State::new(2);
+        st.inflight.insert(0, 1);
+        moved(&mut st, 0, 7, 8);
+        moved(&mut st, 0, 8, 7); // dragged back before the old route drained
+        st.inflight.clear();
+        let done = st.take_unloadable();
+        assert_eq!(done.len(), 1, "only node 8 frees shard 0: {done:?}");
+        assert_eq!(done[0].node, 8);
     }
 }

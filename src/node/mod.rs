@@ -1,7 +1,8 @@
 //! The native node: connects to a coordinator's WebSocket, says what it is (adapter, memory,
 //! measured speed), downloads and loads the shards it is given, and runs steps on its compute
-//! thread. It reconnects with backoff when the coordinator goes away, and stops with an error
-//! when the coordinator refuses its join token.
+//! thread. It reconnects with backoff when the connection fails for any reason (the coordinator
+//! went away, timed out, or sent something malformed), and stops with an error only when the
+//! coordinator refuses its join token.
 
 pub mod download;
 pub mod worker;
@@ -89,25 +90,47 @@ pub fn http_base(ws_url: &str) -> Result<String> {
     Ok(format!("{}{host}", rest.0))
 }
 
-/// One connection: Ok(End) when it should be retried, Err when the node must stop.
+/// Time allowed for the TCP connection and the WebSocket upgrade.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One connection: Ok(End) when it should be retried, Err when the node must stop (the
+/// coordinator refused the join token). Anything that goes wrong on an open connection (a
+/// malformed message included) drops that connection and the node reconnects.
 async fn connect_once(cfg: &NodeConfig, worker: &Worker) -> Result<End> {
     use tokio_tungstenite::tungstenite::Error as WsError;
     // No Nagle: a step's small frames must not wait for the previous one's acknowledgement.
-    let (ws, _) =
-        match tokio_tungstenite::connect_async_with_config(cfg.url.as_str(), None, true).await {
-            Ok(ok) => ok,
-            Err(WsError::Http(resp)) if resp.status() == 401 || resp.status() == 403 => {
-                bail!(
-                    "the coordinator refused this node's join token (HTTP {})",
-                    resp.status()
-                );
-            }
-            Err(e) => {
-                return Ok(End::Lost(
-                    anyhow!(e).context(format!("connecting to {}", cfg.url)),
-                ));
-            }
-        };
+    let connect = tokio_tungstenite::connect_async_with_config(cfg.url.as_str(), None, true);
+    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Err(_) => {
+            return Ok(End::Lost(anyhow!(
+                "connecting to {} timed out after {CONNECT_TIMEOUT:?}",
+                cfg.url
+            )));
+        }
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(WsError::Http(resp))) if resp.status() == 401 || resp.status() == 403 => {
+            bail!(
+                "the coordinator refused this node's join token (HTTP {})",
+                resp.status()
+            );
+        }
+        Ok(Err(e)) => {
+            return Ok(End::Lost(
+                anyhow!(e).context(format!("connecting to {}", cfg.url)),
+            ));
+        }
+    };
+    Ok(End::Lost(serve_connection(cfg, worker, ws).await))
+}
+
+/// Says hello and serves the coordinator's messages until the connection fails; returns why.
+async fn serve_connection(
+    cfg: &NodeConfig,
+    worker: &Worker,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> anyhow::Error {
     let (mut sink, mut stream) = ws.split();
     let hello = NodeMessage::Hello {
         version: CONTROL_VERSION,
@@ -118,11 +141,16 @@ async fn connect_once(cfg: &NodeConfig, worker: &Worker) -> Result<End> {
         memory_bytes: cfg.memory_bytes,
         gflops: cfg.gflops,
     };
-    sink.send(Message::text(serde_json::to_string(&hello)?))
-        .await?;
+    let hello = serde_json::to_string(&hello).expect("serialises");
+    if let Err(e) = sink.send(Message::text(hello)).await {
+        return anyhow!(e).context("sending `hello`");
+    }
     // Everything the node sends goes through one channel so background tasks can report.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
-    let base = http_base(&cfg.url)?;
+    let base = match http_base(&cfg.url) {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
     let client = reqwest::Client::new();
     let limits = Limits::default();
     let mut manifest: Option<(Arc<Manifest>, PathBuf)> = None;
@@ -132,57 +160,130 @@ async fn connect_once(cfg: &NodeConfig, worker: &Worker) -> Result<End> {
             msg = out_rx.recv() => {
                 let Some(msg) = msg else { continue };
                 if let Err(e) = sink.send(msg).await {
-                    return Ok(End::Lost(e.into()));
+                    return e.into();
                 }
             }
             incoming = stream.next() => {
                 let msg = match incoming {
-                    None => return Ok(End::Lost(anyhow!("connection closed"))),
-                    Some(Err(e)) => return Ok(End::Lost(e.into())),
+                    None => return anyhow!("connection closed"),
+                    Some(Err(e)) => return e.into(),
                     Some(Ok(m)) => m,
                 };
-                match msg {
-                    Message::Text(text) => {
-                        let m: CoordinatorMessage = serde_json::from_str(&text)
-                            .with_context(|| format!("bad control message from the coordinator: {text:.200}"))?;
-                        match m {
-                            CoordinatorMessage::Welcome { node_id, manifest: m } => {
-                                tracing::info!(node = %cfg.name, node_id, "joined; model {} with {} shards", m.architecture, m.shards.len());
-                                let dir = cfg.model_dir.clone().unwrap_or_else(|| cfg.cache_dir.join(model_key(&m)));
-                                std::fs::create_dir_all(&dir)?;
-                                manifest = Some((Arc::new(*m), dir));
-                            }
-                            CoordinatorMessage::Load { shard, url, sha256, bytes } => {
-                                let (m, dir) = manifest.clone().ok_or_else(|| anyhow!("`load` before `welcome`"))?;
-                                spawn_load(&client, &base, worker.clone(), out_tx.clone(), m, dir, shard, url, sha256, bytes);
-                            }
-                            CoordinatorMessage::Unload { shard } => { worker.send(Job::Unload { shard }); }
-                            CoordinatorMessage::Close { session } => { worker.send(Job::Close { session }); }
-                            step @ CoordinatorMessage::Step { .. } => {
-                                if pending_step.replace(step).is_some() {
-                                    bail!("two `step` messages without a frame between them");
-                                }
-                            }
-                        }
-                    }
-                    Message::Binary(bytes) => {
-                        let Some(CoordinatorMessage::Step { step, session, pos, first, last, output }) = pending_step.take() else {
-                            bail!("a binary frame arrived without a `step` message");
-                        };
-                        let frame = protocol::decode(&bytes, &limits).context("bad frame from the coordinator")?;
-                        if frame.request_id != step {
-                            bail!("frame for request {} after `step` {step}", frame.request_id);
-                        }
-                        let input = step_input(&frame, &limits)?;
-                        let job = StepJob { step, session, pos, first, last, output, input };
-                        spawn_step(worker.clone(), out_tx.clone(), job);
-                    }
-                    Message::Close(_) => return Ok(End::Lost(anyhow!("the coordinator closed the connection"))),
-                    _ => {}
+                let handled = match msg {
+                    Message::Text(text) => handle_text(cfg, worker, &client, &base, &out_tx, &mut manifest, &mut pending_step, &text),
+                    Message::Binary(bytes) => handle_frame(worker, &out_tx, &limits, &mut pending_step, &bytes),
+                    Message::Close(_) => Err(anyhow!("the coordinator closed the connection")),
+                    _ => Ok(()),
+                };
+                if let Err(e) = handled {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return e;
                 }
             }
         }
     }
+}
+
+/// Handles one control message from the coordinator.
+#[allow(clippy::too_many_arguments)]
+fn handle_text(
+    cfg: &NodeConfig,
+    worker: &Worker,
+    client: &reqwest::Client,
+    base: &str,
+    out_tx: &mpsc::UnboundedSender<Message>,
+    manifest: &mut Option<(Arc<Manifest>, PathBuf)>,
+    pending_step: &mut Option<CoordinatorMessage>,
+    text: &str,
+) -> Result<()> {
+    let m: CoordinatorMessage = serde_json::from_str(text)
+        .with_context(|| format!("bad control message from the coordinator: {text:.200}"))?;
+    match m {
+        CoordinatorMessage::Welcome {
+            node_id,
+            manifest: m,
+        } => {
+            tracing::info!(node = %cfg.name, node_id, "joined; model {} with {} shards", m.architecture, m.shards.len());
+            let dir = cfg
+                .model_dir
+                .clone()
+                .unwrap_or_else(|| cfg.cache_dir.join(model_key(&m)));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the shard cache {}", dir.display()))?;
+            *manifest = Some((Arc::new(*m), dir));
+        }
+        CoordinatorMessage::Load {
+            shard,
+            url,
+            sha256,
+            bytes,
+        } => {
+            let (m, dir) = manifest
+                .clone()
+                .ok_or_else(|| anyhow!("`load` before `welcome`"))?;
+            spawn_load(
+                client,
+                base,
+                worker.clone(),
+                out_tx.clone(),
+                m,
+                dir,
+                shard,
+                url,
+                sha256,
+                bytes,
+            );
+        }
+        CoordinatorMessage::Unload { shard } => {
+            worker.send(Job::Unload { shard });
+        }
+        CoordinatorMessage::Close { session } => {
+            worker.send(Job::Close { session });
+        }
+        step @ CoordinatorMessage::Step { .. } => {
+            if pending_step.replace(step).is_some() {
+                bail!("two `step` messages without a frame between them");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Handles the binary frame that follows a `step` message: runs the step on the compute thread.
+fn handle_frame(
+    worker: &Worker,
+    out_tx: &mpsc::UnboundedSender<Message>,
+    limits: &Limits,
+    pending_step: &mut Option<CoordinatorMessage>,
+    bytes: &[u8],
+) -> Result<()> {
+    let Some(CoordinatorMessage::Step {
+        step,
+        session,
+        pos,
+        first,
+        last,
+        output,
+    }) = pending_step.take()
+    else {
+        bail!("a binary frame arrived without a `step` message");
+    };
+    let frame = protocol::decode(bytes, limits).context("bad frame from the coordinator")?;
+    if frame.request_id != step {
+        bail!("frame for request {} after `step` {step}", frame.request_id);
+    }
+    let input = step_input(&frame, limits)?;
+    let job = StepJob {
+        step,
+        session,
+        pos,
+        first,
+        last,
+        output,
+        input,
+    };
+    spawn_step(worker.clone(), out_tx.clone(), job);
+    Ok(())
 }
 
 /// Measures this CPU's speed on a matrix-vector product like the engine's (GFLOP/s).
