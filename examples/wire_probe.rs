@@ -56,7 +56,7 @@ fn fwht(v: &mut [f32]) {
 }
 /// int8 row, k outliers (u16 idx + f16), optional f16 for row 0.
 fn int8_out(n: usize, x: &[f32], out: &mut Vec<f32>, k: usize, sink_f16: bool) -> usize {
-    if sink_f16 && n % 100_000 == 0 {
+    if sink_f16 && n.is_multiple_of(100_000) {
         out.extend(x.iter().map(|&v| f16r(v)));
         return x.len() * 2;
     }
@@ -71,6 +71,7 @@ fn int8_out(n: usize, x: &[f32], out: &mut Vec<f32>, k: usize, sink_f16: bool) -
 }
 /// k outliers, random-sign Hadamard blocks of `b`, int `bits` per block with f16 scale
 /// (scale = clip * rms or max when clip == 0).
+#[allow(clippy::too_many_arguments)]
 fn had(
     n: usize,
     x: &[f32],
@@ -81,7 +82,7 @@ fn had(
     clip: f32,
     sink: bool,
 ) -> usize {
-    if sink && n % 100_000 == 0 {
+    if sink && n.is_multiple_of(100_000) {
         out.extend(x.iter().map(|&v| f16r(v)));
         return x.len() * 2;
     }

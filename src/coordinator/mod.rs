@@ -223,14 +223,13 @@ impl Coordinator {
             let placed = placement::place(&bytes, &current, &caps);
             let mut loads = Vec::new();
             for (i, (old, new)) in current.iter().zip(&placed).enumerate() {
-                if old.is_none() {
-                    if let Some(n) = new {
+                if old.is_none()
+                    && let Some(n) = new {
                         st.shards[i].node = Some(*n);
                         st.shards[i].state = ShardState::Loading;
                         st.shards[i].progress = 0.0;
                         loads.push((i, *n));
                     }
-                }
             }
             loads
         };

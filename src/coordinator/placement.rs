@@ -33,11 +33,10 @@ pub fn place(
     current: &[Option<u64>],
     nodes: &[NodeCapacity],
 ) -> Vec<Option<u64>> {
-    if current.iter().all(Option::is_none) {
-        if let Some(p) = contiguous(shard_bytes, nodes) {
+    if current.iter().all(Option::is_none)
+        && let Some(p) = contiguous(shard_bytes, nodes) {
             return p;
         }
-    }
     let mut out = current.to_vec();
     let load = |out: &[Option<u64>], id: u64| -> u64 {
         out.iter()
@@ -122,8 +121,8 @@ pub fn contiguous(shard_bytes: &[u64], nodes: &[NodeCapacity]) -> Option<Vec<Opt
     // node j's run starts.
     let mut best = vec![vec![f64::INFINITY; s + 1]; n];
     let mut from = vec![vec![0usize; s + 1]; n];
-    for i in 0..=s {
-        best[0][i] = cost(nodes[0], 0, i);
+    for (i, b) in best[0].iter_mut().enumerate() {
+        *b = cost(nodes[0], 0, i);
     }
     for j in 1..n {
         for i in 0..=s {

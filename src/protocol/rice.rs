@@ -297,7 +297,7 @@ pub fn parse(bytes: &[u8], rows: u32, cols: u32) -> Result<RiceValues, ProtocolE
             v.q.push(q);
         }
         let used = r.pos.div_ceil(8);
-        if r.pos % 8 != 0 && r.bits((8 - r.pos % 8) as u32)? != 0 {
+        if !r.pos.is_multiple_of(8) && r.bits((8 - r.pos % 8) as u32)? != 0 {
             return Err(ProtocolError::RicePadding { row });
         }
         at += used;
