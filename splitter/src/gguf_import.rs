@@ -44,7 +44,7 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
             None => Ok(None),
         }
     };
-    if let Some(_) = file.get("llama.rope.scaling.type") {
+    if file.get("llama.rope.scaling.type").is_some() {
         let kind = file.get_str("llama.rope.scaling.type")?;
         if kind != "none" {
             return Err(SplitError::unsupported(

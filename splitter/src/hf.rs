@@ -141,13 +141,14 @@ impl Keys<'_> {
 fn gpt2_config(k: &Keys) -> Result<ModelConfig> {
     let hidden = k.usize("n_embd")?;
     let heads = k.usize("n_head")?;
-    if let Some(act) = k.v.get("activation_function").and_then(Value::as_str) {
-        if act != "gelu_new" && act != "gelu_pytorch_tanh" {
-            return Err(SplitError::unsupported(
-                k.path,
-                format!("activation_function `{act}` (Synapse runs gelu_new)"),
-            ));
-        }
+    if let Some(act) = k.v.get("activation_function").and_then(Value::as_str)
+        && act != "gelu_new"
+        && act != "gelu_pytorch_tanh"
+    {
+        return Err(SplitError::unsupported(
+            k.path,
+            format!("activation_function `{act}` (Synapse runs gelu_new)"),
+        ));
     }
     let bos = k.ids("bos_token_id")?.first().copied();
     Ok(ModelConfig {
@@ -156,7 +157,7 @@ fn gpt2_config(k: &Keys) -> Result<ModelConfig> {
         n_layers: k.usize("n_layer")?,
         n_heads: heads,
         n_kv_heads: heads,
-        head_dim: if heads > 0 { hidden / heads } else { 0 },
+        head_dim: hidden.checked_div(heads).unwrap_or(0),
         ffn_size: k.usize_opt("n_inner")?.unwrap_or(4 * hidden),
         context_length: k
             .usize_opt("n_positions")?
@@ -173,13 +174,13 @@ fn gpt2_config(k: &Keys) -> Result<ModelConfig> {
 fn llama_config(k: &Keys) -> Result<ModelConfig> {
     let hidden = k.usize("hidden_size")?;
     let heads = k.usize("num_attention_heads")?;
-    if let Some(act) = k.v.get("hidden_act").and_then(Value::as_str) {
-        if act != "silu" {
-            return Err(SplitError::unsupported(
-                k.path,
-                format!("hidden_act `{act}` (Synapse runs silu)"),
-            ));
-        }
+    if let Some(act) = k.v.get("hidden_act").and_then(Value::as_str)
+        && act != "silu"
+    {
+        return Err(SplitError::unsupported(
+            k.path,
+            format!("hidden_act `{act}` (Synapse runs silu)"),
+        ));
     }
     if !matches!(k.v.get("rope_scaling"), None | Some(Value::Null)) {
         return Err(SplitError::unsupported(
@@ -196,7 +197,7 @@ fn llama_config(k: &Keys) -> Result<ModelConfig> {
         n_kv_heads: k.usize_opt("num_key_value_heads")?.unwrap_or(heads),
         head_dim: k
             .usize_opt("head_dim")?
-            .unwrap_or(if heads > 0 { hidden / heads } else { 0 }),
+            .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
         ffn_size: k.usize("intermediate_size")?,
         context_length: k.usize("max_position_embeddings")?,
         norm_eps: k.f32_or("rms_norm_eps", 1e-6)?,
@@ -309,16 +310,15 @@ impl SafetensorsReader {
             let st = SafeTensors::deserialize(&map)
                 .map_err(|e| SplitError::corrupt(&path, format!("not a safetensors file: {e}")))?;
             for tensor in st.names() {
-                if let Some(canon) = canonical_name(arch, tensor) {
-                    if index
+                if let Some(canon) = canonical_name(arch, tensor)
+                    && index
                         .insert(canon.clone(), (fi, tensor.to_string()))
                         .is_some()
-                    {
-                        return Err(SplitError::corrupt(
-                            &path,
-                            format!("tensor `{canon}` appears twice"),
-                        ));
-                    }
+                {
+                    return Err(SplitError::corrupt(
+                        &path,
+                        format!("tensor `{canon}` appears twice"),
+                    ));
                 }
             }
             files.push((path, map));

@@ -90,7 +90,7 @@ impl ModelConfig {
                 return Err(bad(key, "must be positive".into()));
             }
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(bad(
                 "n_kv_heads",
                 format!(
@@ -99,7 +99,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(bad("head_dim", format!("{} is odd", self.head_dim)));
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {

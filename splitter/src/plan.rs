@@ -39,8 +39,8 @@ pub fn balance(
     // cut[s][i]: where shard s starts in that optimum.
     let mut best = vec![vec![u64::MAX; l + 1]; n];
     let mut cut = vec![vec![0usize; l + 1]; n];
-    for i in 1..=l {
-        best[0][i] = cost(0, 0, i);
+    for (i, b) in best[0].iter_mut().enumerate().skip(1) {
+        *b = cost(0, 0, i);
     }
     for s in 1..n {
         for i in s + 1..=l {

@@ -224,12 +224,13 @@ impl Coordinator {
             let mut loads = Vec::new();
             for (i, (old, new)) in current.iter().zip(&placed).enumerate() {
                 if old.is_none()
-                    && let Some(n) = new {
-                        st.shards[i].node = Some(*n);
-                        st.shards[i].state = ShardState::Loading;
-                        st.shards[i].progress = 0.0;
-                        loads.push((i, *n));
-                    }
+                    && let Some(n) = new
+                {
+                    st.shards[i].node = Some(*n);
+                    st.shards[i].state = ShardState::Loading;
+                    st.shards[i].progress = 0.0;
+                    loads.push((i, *n));
+                }
             }
             loads
         };

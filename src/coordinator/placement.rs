@@ -34,9 +34,10 @@ pub fn place(
     nodes: &[NodeCapacity],
 ) -> Vec<Option<u64>> {
     if current.iter().all(Option::is_none)
-        && let Some(p) = contiguous(shard_bytes, nodes) {
-            return p;
-        }
+        && let Some(p) = contiguous(shard_bytes, nodes)
+    {
+        return p;
+    }
     let mut out = current.to_vec();
     let load = |out: &[Option<u64>], id: u64| -> u64 {
         out.iter()
