@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::coordinator::wire::{StepOutputKind, WireEncoding};
 use crate::engine::{Activations, LogitsMode, SessionId, ShardExecutor, StepInput, StepOutput};
-use crate::protocol::{self, Activation, Encoding, Frame, TopLogit, TopLogits};
+use crate::protocol::{self, Activation, Frame, TopLogit, TopLogits};
 
 /// Loads shard `index` of a model directory into an executor (the CPU or GPU engine).
 pub type ShardLoader = Arc<
@@ -214,11 +214,9 @@ fn run_step(
             StepOutputKind::Hidden {
                 encoding: WireEncoding::Int8,
             } => {
+                // The engine quantized per SYN1 (on the GPU for the WGSL engine): send as is.
                 let q = ex.step_int8(job.session, job.pos, input).map_err(err)?;
-                let h = q.dequantize();
-                let act = Activation::new(h.rows as u32, h.cols as u32, h.data)
-                    .map_err(|e| e.to_string())?;
-                act.to_frame(seq, job.step, Encoding::Int8, false)
+                protocol::int8_frame(seq, job.step, q.rows as u32, q.cols as u32, q.q, q.scales)
                     .map_err(|e| e.to_string())
             }
             StepOutputKind::Hidden {

@@ -163,6 +163,62 @@ impl Activation {
     }
 }
 
+/// Builds an INT8 ACTIVATION frame from values already quantized per row (an engine that
+/// quantizes on the GPU): `q` is `rows * cols` values in [-127, 127], one finite, positive
+/// scale a row. Nothing is quantized again.
+pub fn int8_frame(
+    seq_pos: u16,
+    request_id: u32,
+    rows: u32,
+    cols: u32,
+    q: Vec<i8>,
+    scales: Vec<f32>,
+) -> Result<Frame, ProtocolError> {
+    check_dims(Encoding::Int8, rows, cols)?;
+    let expected = u64::from(rows) * u64::from(cols);
+    if q.len() as u64 != expected {
+        return Err(ProtocolError::DataLengthMismatch {
+            rows,
+            cols,
+            expected,
+            len: q.len(),
+        });
+    }
+    if scales.len() != rows as usize {
+        return Err(ProtocolError::DataLengthMismatch {
+            rows,
+            cols: 1,
+            expected: u64::from(rows),
+            len: scales.len(),
+        });
+    }
+    if q.contains(&i8::MIN) {
+        return Err(ProtocolError::BadShape {
+            msg_type: MessageType::Activation,
+            dim0: rows,
+            dim1: cols,
+            reason: "int8 values must be in [-127, 127]",
+        });
+    }
+    if let Some((index, &value)) = scales
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !s.is_finite() || **s <= 0.0)
+    {
+        return Err(ProtocolError::NonFiniteValue { index, value });
+    }
+    let values = PayloadValues::Int8 { q, scales };
+    Ok(build_frame(
+        seq_pos,
+        request_id,
+        rows,
+        cols,
+        Encoding::Int8,
+        &values,
+        false,
+    ))
+}
+
 /// Shape rules shared by building and reading: nonzero dims, DELTA one row, int8 at most
 /// 65535 rows, payload within u32.
 fn check_dims(encoding: Encoding, rows: u32, cols: u32) -> Result<(), ProtocolError> {
@@ -296,5 +352,61 @@ mod tests {
             act.to_frame(3, 9, Encoding::Int8Delta, false),
             Err(ProtocolError::DeltaNeedsEncoder)
         );
+    }
+}
+
+#[cfg(test)]
+mod int8_frame_tests {
+    use super::*;
+    use crate::protocol::{Limits, decode, encode};
+
+    #[test]
+    fn prequantized_rows_make_the_frame_quantizing_would() {
+        let data: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) * 0.37).collect();
+        let act = Activation::new(2, 6, data).unwrap();
+        let want = act.to_frame(9, 4, Encoding::Int8, false).unwrap();
+        let PayloadValues::Int8 { q, scales } = act.quantize(Encoding::Int8).unwrap() else {
+            panic!("int8 values");
+        };
+        let got = int8_frame(9, 4, 2, 6, q, scales).unwrap();
+        assert_eq!(encode(&got), encode(&want));
+        let back = Activation::from_frame(
+            &decode(&encode(&got), &Limits::default()).unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!((back.rows, back.cols), (2, 6));
+    }
+
+    #[test]
+    fn bad_prequantized_rows_are_refused() {
+        let ok = || (vec![1i8; 6], vec![0.5f32; 2]);
+        let (q, s) = ok();
+        assert!(
+            int8_frame(0, 1, 2, 3, q[..5].to_vec(), s).is_err(),
+            "short q"
+        );
+        let (q, _) = ok();
+        assert!(
+            int8_frame(0, 1, 2, 3, q, vec![0.5]).is_err(),
+            "one scale for two rows"
+        );
+        let (mut q, s) = ok();
+        q[3] = i8::MIN;
+        assert!(int8_frame(0, 1, 2, 3, q, s).is_err(), "-128");
+        let (q, _) = ok();
+        assert!(
+            int8_frame(0, 1, 2, 3, q, vec![0.5, 0.0]).is_err(),
+            "zero scale"
+        );
+        let (q, _) = ok();
+        assert!(
+            int8_frame(0, 1, 2, 3, q, vec![f32::NAN, 1.0]).is_err(),
+            "NaN scale"
+        );
+        let (q, s) = ok();
+        assert!(int8_frame(0, 1, 0, 3, q, s).is_err(), "zero rows");
+        let (q, s) = ok();
+        assert!(int8_frame(0, 1, 2, 3, q, s).is_ok());
     }
 }

@@ -24,7 +24,9 @@ mod rice;
 mod rle;
 mod types;
 
-pub use activation::{Activation, ActivationPayload, encoded_size, ratio_vs_f32, read_activation};
+pub use activation::{
+    Activation, ActivationPayload, encoded_size, int8_frame, ratio_vs_f32, read_activation,
+};
 pub use control::{Control, ControlMessage};
 pub use delta::{DeltaDecoder, DeltaEncoder};
 pub use error::ProtocolError;
