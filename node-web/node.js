@@ -25,6 +25,9 @@ export class BrowserNode {
     this.queue = Promise.resolve();
     this.tokens = 0;
     this.stepSeconds = 0;
+    // Decode steps (one token) alone: the speed docs/PERF.md reports.
+    this.decodeSteps = 0;
+    this.decodeSeconds = 0;
     this.stopped = false;
     this.backoff = 500;
   }
@@ -178,9 +181,20 @@ export class BrowserNode {
     }
     this.send(reply);
     const t = input.tokens ? input.tokens.length : input.hidden.length / this.manifest.config.hidden_size;
+    const seconds = (performance.now() - started) / 1000;
     this.tokens += t;
-    this.stepSeconds += (performance.now() - started) / 1000;
-    this.emit({ state: 'ready', tokens: this.tokens, tokensPerSecond: this.tokens / Math.max(this.stepSeconds, 1e-6) });
+    this.stepSeconds += seconds;
+    if (t === 1) {
+      this.decodeSteps += 1;
+      this.decodeSeconds += seconds;
+    }
+    this.emit({
+      state: 'ready',
+      tokens: this.tokens,
+      tokensPerSecond: this.tokens / Math.max(this.stepSeconds, 1e-6),
+      decodeSteps: this.decodeSteps,
+      decodeMsPerToken: this.decodeSteps ? (1000 * this.decodeSeconds) / this.decodeSteps : null,
+    });
   }
 
   /** Runs shards first..=last (worker.rs run_step) and returns the reply frame's bytes. */
