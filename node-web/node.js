@@ -128,7 +128,11 @@ export class BrowserNode {
     if (frame.requestId !== step.step) throw new Error(`frame for request ${frame.requestId} after \`step\` ${step.step}`);
     let input;
     if (frame.type === syn1.TYPE_TOKENS) input = { tokens: frame.ids };
-    else if (frame.type === syn1.TYPE_ACTIVATION && frame.activation.encoding !== 'int8-delta') input = { hidden: frame.activation.values };
+    else if (frame.type === syn1.TYPE_ACTIVATION && frame.activation.encoding !== 'int8-delta') {
+      const c = this.manifest?.config?.hidden_size;
+      if (frame.dim1 !== c) throw new Error(`hidden states of width ${frame.dim1}, the model's is ${c}`);
+      input = { hidden: frame.activation.values };
+    }
     else throw new Error(`a step cannot take a ${frame.typeName} frame`);
     this.enqueue(() => this.runStep(step, input));
   }

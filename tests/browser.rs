@@ -205,6 +205,32 @@ impl Cluster {
         panic!("shards never placed as {want:?}: {}", self.status());
     }
 
+    /// Waits until placement has settled (every shard ready on a node, nothing moving, the
+    /// same for a second); returns each shard's node.
+    async fn wait_settled(&self, timeout: Duration) -> Vec<u64> {
+        let end = Instant::now() + timeout;
+        let mut last: Option<(Vec<u64>, Instant)> = None;
+        while Instant::now() < end {
+            let s = self.status();
+            let shards = s["shards"].as_array().unwrap();
+            let ready = s["complete"] == true
+                && shards
+                    .iter()
+                    .all(|x| x["moving_to"].is_null() && x["state"] == "ready");
+            let now: Vec<u64> = shards.iter().filter_map(|x| x["node"].as_u64()).collect();
+            match &last {
+                Some((prev, since)) if ready && *prev == now => {
+                    if since.elapsed() >= Duration::from_secs(1) {
+                        return now;
+                    }
+                }
+                _ => last = ready.then(|| (now, Instant::now())),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("placement never settled: {}", self.status());
+    }
+
     async fn generate(&self, prompt: &str, max_tokens: usize) -> Vec<u32> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let req = serde_json::from_value(
@@ -248,19 +274,21 @@ fn tiny_llama(tmp: &Path) -> PathBuf {
     common::split(&common::fixtures().join("llama-hf"), tmp, 3)
 }
 
-/// Shards 0 (embedding) and 2 (head, top-k on the GPU) on the browser, shard 1 on the native
-/// node: every kind of step the browser runs (tokens in, hidden in, hidden out, top-k out)
-/// and both hops of the wire. Then the tab closes mid-generation and the native node finishes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab() {
+/// A coordinator on `dir` (3 shards) with a native CPU node and the browser page, shards 0
+/// (embedding) and 2 (head, top-k on the GPU) on the browser and shard 1 on the native node:
+/// every kind of step the browser runs (tokens in, hidden in, hidden out, top-k out) and both
+/// hops of the wire. Checks one greedy generation against `want`.
+struct Mixed {
+    cluster: Cluster,
+    page: BrowserPage,
+    native: u64,
+    _native_stop: watch::Sender<bool>,
+}
+
+async fn mixed_cluster(dir: &Path, prompt: &str, want: &[u32]) -> Mixed {
     let started = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tiny_llama(tmp.path());
-    let prompt = "hello world";
-    let want = reference_ids(&dir, prompt, 12);
-    let want_long = reference_ids(&dir, prompt, 32);
-    let cluster = Cluster::start(&dir, WireEncoding::F32).await;
-    let _native = cluster.native_node(&dir);
+    let cluster = Cluster::start(dir, WireEncoding::F32).await;
+    let native_stop = cluster.native_node(dir);
     let native = cluster.wait_node("native", Duration::from_secs(30)).await;
     cluster
         .wait_placed(&[native, native, native], Duration::from_secs(60))
@@ -268,7 +296,7 @@ async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab(
     // Both nodes claim the same speed, so the coordinator's rebalancing is predictable: it
     // moves the head (shard 2) to the browser; the test then moves the embedding (shard 0)
     // there too, which stays within the rebalancing slack.
-    let mut page = BrowserPage::open(&format!(
+    let page = BrowserPage::open(&format!(
         "http://{}/node/?token={TOKEN}&name=chromium&gflops=1",
         cluster.addr
     ));
@@ -281,8 +309,7 @@ async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab(
         .wait_placed(&[browser, native, browser], Duration::from_secs(120))
         .await;
     eprintln!("browser node placed after {:?}", started.elapsed());
-
-    let ids = cluster.generate(prompt, 12).await;
+    let ids = cluster.generate(prompt, want.len()).await;
     assert_eq!(
         ids, want,
         "browser + native greedy output vs the CPU engine"
@@ -297,6 +324,31 @@ async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab(
         .as_u64()
         .unwrap();
     assert!(browser_tokens > 0, "the browser node worked: {s}");
+    Mixed {
+        cluster,
+        page,
+        native,
+        _native_stop: native_stop,
+    }
+}
+
+/// The synthetic Llama with the browser on shards 0 and 2 (see [`mixed_cluster`]); then the
+/// tab closes mid-generation and the native node finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_llama(tmp.path());
+    let prompt = "hello world";
+    let want = reference_ids(&dir, prompt, 12);
+    let want_long = reference_ids(&dir, prompt, 32);
+    // Every field is bound: the native node stops when its stop handle is dropped.
+    let Mixed {
+        cluster,
+        mut page,
+        native,
+        _native_stop: _keep_native,
+    } = mixed_cluster(&dir, prompt, &want).await;
     eprintln!("first generation done after {:?}", started.elapsed());
 
     // Close the tab after the third token: the generation must finish, on the native node.
@@ -345,6 +397,47 @@ async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab(
         "every shard is on the native node now: {s}"
     );
     eprintln!("browser test took {:?}", started.elapsed());
+}
+
+/// GPT-2 (the synthetic fixture: LayerNorm, biases, gelu, tied head) with a browser node
+/// beside a native one, placed by the coordinator's own rebalancing (both claim the same
+/// speed): greedy output equals the CPU engine's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpt2_with_a_browser_node_matches_the_cpu_engine() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::split(&common::fixtures().join("gpt2-hf"), tmp.path(), 3);
+    let prompt = "Hello world";
+    let want = reference_ids(&dir, prompt, 10);
+    let cluster = Cluster::start(&dir, WireEncoding::F32).await;
+    let _native_stop = cluster.native_node(&dir);
+    let native = cluster.wait_node("native", Duration::from_secs(30)).await;
+    cluster
+        .wait_placed(&[native, native, native], Duration::from_secs(60))
+        .await;
+    let _page = BrowserPage::open(&format!(
+        "http://{}/node/?token={TOKEN}&name=chromium&gflops=1",
+        cluster.addr
+    ));
+    let browser = cluster.wait_node("browser", Duration::from_secs(120)).await;
+    let end = Instant::now() + Duration::from_secs(180);
+    let placed = loop {
+        let p = cluster.wait_settled(Duration::from_secs(120)).await;
+        if p.contains(&browser) {
+            break p;
+        }
+        assert!(Instant::now() < end, "no shard moved to the browser: {p:?}");
+    };
+    assert!(
+        placed.contains(&native),
+        "both nodes hold shards: {placed:?}"
+    );
+    let ids = cluster.generate(prompt, want.len()).await;
+    assert_eq!(
+        ids, want,
+        "GPT-2 with shards {placed:?} (browser {browser})"
+    );
+    eprintln!("GPT-2 browser test took {:?}", started.elapsed());
 }
 
 /// A deterministic generator of test values in [-1, 1).
