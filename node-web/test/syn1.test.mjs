@@ -1,7 +1,7 @@
 // SYN1 in JavaScript against the Rust side's golden bytes (tests/fixtures/syn1/): every golden
 // frame decodes to the values its manifest lists and re-encodes to the same bytes; every corpus
 // frame gives the Rust error code (and message); no prefix of any frame throws anything but a
-// Syn1Error. Run: node --test node-web/test/
+// Syn1Error. Run: node --test node-web/test/syn1.test.mjs
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
