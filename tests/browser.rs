@@ -1,8 +1,10 @@
 //! The browser node (node-web/) in headless Chromium with WebGPU on SwiftShader, beside a
 //! native CPU node, on an in-process coordinator: the page joins from the join URL, downloads
 //! and verifies its shards, runs them with the WGSL kernels of shaders/, and the greedy output
-//! equals the single-process CPU engine's; closing the tab mid-generation lets the generation
-//! finish on the native node. Chromium is driven by node-web/test/browser/open-node.mjs
+//! equals the single-process CPU engine's (synthetic Llama and GPT-2, and SmolLM2 once with the
+//! browser holding three layers); a reload rejoins with the shard from the browser's cache;
+//! closing the tab mid-generation lets the generation finish on the native node. Every shader
+//! family also runs alone in the page against the CPU reference ops. Chromium is driven by node-web/test/browser/open-node.mjs
 //! (playwright-core); a missing Chromium fails the test loudly.
 
 mod common;
@@ -76,6 +78,20 @@ impl BrowserPage {
         let stdin = self.stdin.as_mut().expect("the page is open");
         writeln!(stdin, "{cmd}").expect("writing to the page driver");
         stdin.flush().expect("flushing the page driver");
+    }
+
+    /// Waits for a line containing `text`; panics on a page error or after `timeout`.
+    fn wait_containing(&self, text: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(line) if line.starts_with("pageerror") => panic!("the page failed: {line}"),
+                Ok(_) => {}
+                Err(_) => panic!("no line with `{text}` from the browser within {timeout:?}"),
+            }
+        }
     }
 
     /// Waits for a line starting with `prefix`; panics on a page error or after `timeout`.
@@ -332,8 +348,8 @@ async fn mixed_cluster(dir: &Path, prompt: &str, want: &[u32]) -> Mixed {
     }
 }
 
-/// The synthetic Llama with the browser on shards 0 and 2 (see [`mixed_cluster`]); then the
-/// tab closes mid-generation and the native node finishes it.
+/// The synthetic Llama with the browser on shards 0 and 2 (see [`mixed_cluster`]); then a
+/// reload (shard from the cache), and the tab closes mid-generation: the native node finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab() {
     let started = Instant::now();
@@ -350,6 +366,19 @@ async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab(
         _native_stop: _keep_native,
     } = mixed_cluster(&dir, prompt, &want).await;
     eprintln!("first generation done after {:?}", started.elapsed());
+
+    // Reload the tab: it leaves (failover puts its shards on the native node), joins again as
+    // a new node, and the shard the coordinator gives it back comes from the browser's cache.
+    page.command("eval location.reload()");
+    page.wait_containing(r#""fromCache":true"#, Duration::from_secs(120));
+    let placed = cluster.wait_settled(Duration::from_secs(120)).await;
+    assert!(
+        placed.iter().any(|&n| n != native),
+        "the reloaded tab holds a shard again: {placed:?}"
+    );
+    let ids = cluster.generate(prompt, want.len()).await;
+    assert_eq!(ids, want, "after the reload");
+    eprintln!("reload checked after {:?}", started.elapsed());
 
     // Close the tab after the third token: the generation must finish, on the native node.
     let mut events = cluster.coord.subscribe();
