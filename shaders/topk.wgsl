@@ -44,7 +44,9 @@ fn topk(
     if (base >= p.n) {
         return;
     }
-    let neg_inf = bitcast<f32>(0xff800000u);
+    // -infinity built at run time: as a constant expression, Chromium's WGSL compiler (Tint)
+    // refuses a non-finite f32 ("value -inf cannot be represented"). p.n & 0u is always 0.
+    let neg_inf = bitcast<f32>(0xff800000u | (p.n & 0u));
     for (var e = li; e < TOPK_CHUNK; e += TOPK_WG) {
         let g = base + e;
         var v = neg_inf;
