@@ -51,7 +51,8 @@ pub struct Args {
     /// After the text, print one JSON line: {"prompt_ids": [...], "ids": [...], "text": "..."}.
     #[arg(long)]
     json: bool,
-    /// Generate through a running coordinator (`http://HOST:PORT`) instead of in this process.
+    /// Generate through a running coordinator (`http://HOST:PORT`) instead of in this process
+    /// (its API key, if it has one, is read from SYNAPSE_API_KEY).
     #[arg(long)]
     coordinator: Option<String>,
 }
@@ -131,8 +132,12 @@ fn remote(url: &str, args: &Args, sampling: SamplingParams) -> Result<()> {
     let endpoint = format!("{}/api/generate", url.trim_end_matches('/'));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let resp = reqwest::Client::new()
-            .post(&endpoint)
+        let mut post = reqwest::Client::new().post(&endpoint);
+        // A coordinator started with --api-key wants it on /api/generate too.
+        if let Ok(key) = std::env::var("SYNAPSE_API_KEY") {
+            post = post.bearer_auth(key);
+        }
+        let resp = post
             .header("content-type", "application/json")
             .body(serde_json::to_string(&req)?)
             .send()
