@@ -79,7 +79,11 @@ pub fn run(args: Args) -> Result<()> {
         println!("Prompt page:         http://{addr}/");
         println!(
             "OpenAI-compatible:   http://{addr}/v1 ({})",
-            if args.api_key.is_some() { "bearer key required" } else { "no key" }
+            if args.api_key.is_some() {
+                "bearer key required"
+            } else {
+                "no key"
+            }
         );
         println!("Join from a browser: http://{addr}/node/?token={token}");
         println!("Join a native node:  synapse node --url 'ws://{addr}/ws?token={token}'");

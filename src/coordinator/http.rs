@@ -50,7 +50,11 @@ impl Default for StaticDirs {
 
 /// The coordinator's router.
 pub fn router(coord: Coordinator, dirs: StaticDirs) -> Router {
-    let key = coord.config().api_key.clone().map(std::sync::Arc::<str>::from);
+    let key = coord
+        .config()
+        .api_key
+        .clone()
+        .map(std::sync::Arc::<str>::from);
     // Calls that run generations or move shards need the API key when one is set.
     let guarded = Router::new()
         .route("/api/generate", post(generate))

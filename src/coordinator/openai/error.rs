@@ -34,16 +34,22 @@ pub enum ApiError {
         param: &'static str,
     },
     /// Missing or wrong bearer token (401).
-    #[error("Incorrect or missing API key. Send `Authorization: Bearer KEY` with the key given to `synapse serve --api-key`.")]
+    #[error(
+        "Incorrect or missing API key. Send `Authorization: Bearer KEY` with the key given to `synapse serve --api-key`."
+    )]
     Unauthorized,
     /// Unknown path under /v1 (404).
-    #[error("Unknown request URL: {0}. Supported: GET /v1/models, POST /v1/completions, POST /v1/chat/completions.")]
+    #[error(
+        "Unknown request URL: {0}. Supported: GET /v1/models, POST /v1/completions, POST /v1/chat/completions."
+    )]
     NotFound(String),
     /// The body is larger than the server accepts (413).
     #[error("The request body is larger than {limit} bytes.")]
     TooLarge { limit: usize },
     /// All generation slots are busy and the waiting queue is full (429 with Retry-After).
-    #[error("The server is busy: {running} generations are running and {waiting} requests are waiting. Retry after {RETRY_AFTER_SECS} s.")]
+    #[error(
+        "The server is busy: {running} generations are running and {waiting} requests are waiting. Retry after {RETRY_AFTER_SECS} s."
+    )]
     QueueFull { running: usize, waiting: usize },
     /// No complete pipeline of nodes holds the model (503).
     #[error("No complete pipeline: {0}. Start more nodes (or wait for them to finish loading).")]
@@ -91,7 +97,9 @@ impl ApiError {
             ApiError::Unauthorized => ("invalid_request_error", None, Some("invalid_api_key")),
             ApiError::NotFound(_) => ("invalid_request_error", None, Some("unknown_url")),
             ApiError::TooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
-            ApiError::QueueFull { .. } => ("rate_limit_exceeded", None, Some("rate_limit_exceeded")),
+            ApiError::QueueFull { .. } => {
+                ("rate_limit_exceeded", None, Some("rate_limit_exceeded"))
+            }
             ApiError::NoPipeline(_) => ("server_error", None, Some("no_complete_pipeline")),
             ApiError::Generation(_) => ("server_error", None, None),
         };
@@ -107,10 +115,8 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         if matches!(self, ApiError::Unauthorized) {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -55,7 +55,9 @@ impl ApiState {
                 .unwrap_or_default()
         };
         let template = match &m.chat_template {
-            None => Err("this model has no chat template (a base model): use /v1/completions".into()),
+            None => {
+                Err("this model has no chat template (a base model): use /v1/completions".into())
+            }
             Some(src) => ChatTemplate::new(
                 src,
                 &token(m.config.bos_token_id),
@@ -144,7 +146,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn not_found(uri: Uri) -> ApiError {
+async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::NotFound(uri.path().to_string())
 }
 

@@ -53,7 +53,11 @@ fn now() -> u64 {
 }
 
 fn finish_reason(reason: &str) -> &'static str {
-    if reason == "max_tokens" { "length" } else { "stop" }
+    if reason == "max_tokens" {
+        "length"
+    } else {
+        "stop"
+    }
 }
 
 impl Kind {
@@ -109,9 +113,16 @@ pub async fn run(state: ApiState, job: Job) -> Result<Response, ApiError> {
         .tokenizer()
         .encode(&job.prompt)
         .map_err(|e| ApiError::invalid(e.to_string(), Some("prompt")))?;
-    let param = if job.kind == Kind::Chat { "messages" } else { "prompt" };
+    let param = if job.kind == Kind::Chat {
+        "messages"
+    } else {
+        "prompt"
+    };
     if prompt_ids.is_empty() {
-        return Err(ApiError::invalid(format!("{param}: the prompt is empty"), Some(param)));
+        return Err(ApiError::invalid(
+            format!("{param}: the prompt is empty"),
+            Some(param),
+        ));
     }
     let ctx = coord.manifest().config.context_length;
     let room = ctx.saturating_sub(prompt_ids.len());
@@ -180,7 +191,9 @@ async fn follow(
     let mut finished = false;
     loop {
         let Some(ev) = rx.recv().await else {
-            return Err(ApiError::Generation("the session ended without a result".into()));
+            return Err(ApiError::Generation(
+                "the session ended without a result".into(),
+            ));
         };
         let piece = match ev {
             GenerateEvent::Start { prompt_ids, .. } => {
@@ -218,7 +231,10 @@ async fn follow(
     }
 }
 
-async fn collect(stops: StopMatcher, rx: mpsc::Receiver<GenerateEvent>) -> Result<Outcome, ApiError> {
+async fn collect(
+    stops: StopMatcher,
+    rx: mpsc::Receiver<GenerateEvent>,
+) -> Result<Outcome, ApiError> {
     follow(stops, rx, None)
         .await?
         .ok_or_else(|| ApiError::Generation("the session ended early".into()))
@@ -256,7 +272,10 @@ fn stream(
         // The session's receiver is gone here: a session cut by a stop string ends now.
         match result {
             Ok(Some(o)) => {
-                let last = chunk(json!([kind.choice("", Some(o.finish_reason), true, false)]), None);
+                let last = chunk(
+                    json!([kind.choice("", Some(o.finish_reason), true, false)]),
+                    None,
+                );
                 let _ = etx.send(Ok(last)).await;
                 if include_usage {
                     let u = usage(o.prompt_tokens, o.completion_tokens);
@@ -265,7 +284,9 @@ fn stream(
             }
             Ok(None) => return,
             Err(e) => {
-                let _ = etx.send(Ok(SseEvent::default().data(e.body().to_string()))).await;
+                let _ = etx
+                    .send(Ok(SseEvent::default().data(e.body().to_string())))
+                    .await;
             }
         }
         let _ = etx.send(Ok(SseEvent::default().data("[DONE]"))).await;

@@ -97,7 +97,10 @@ pub struct Params {
 }
 
 fn unsupported(param: &'static str, what: &str) -> ApiError {
-    ApiError::invalid(format!("{param}: {what} is not supported by this server"), Some(param))
+    ApiError::invalid(
+        format!("{param}: {what} is not supported by this server"),
+        Some(param),
+    )
 }
 
 impl Common {
@@ -168,7 +171,10 @@ impl Common {
             ));
         }
         if stops.iter().any(String::is_empty) {
-            return Err(ApiError::invalid("stop: sequences must not be empty", Some("stop")));
+            return Err(ApiError::invalid(
+                "stop: sequences must not be empty",
+                Some("stop"),
+            ));
         }
         let seed = match self.seed {
             Some(s) => s as u64,
@@ -209,7 +215,10 @@ impl CompletionRequest {
             Prompt::Texts(v) if v.len() == 1 => v[0].clone(),
             Prompt::Texts(v) => {
                 return Err(ApiError::invalid(
-                    format!("prompt: one prompt per request is supported, got {}", v.len()),
+                    format!(
+                        "prompt: one prompt per request is supported, got {}",
+                        v.len()
+                    ),
                     Some("prompt"),
                 ));
             }
@@ -234,11 +243,17 @@ impl ChatRequest {
         }
         if let Some(f) = &self.response_format {
             if f.get("type").and_then(Value::as_str) != Some("text") {
-                return Err(unsupported("response_format", "a response format other than text"));
+                return Err(unsupported(
+                    "response_format",
+                    "a response format other than text",
+                ));
             }
         }
         if self.messages.is_empty() {
-            return Err(ApiError::invalid("messages: at least one message is required", Some("messages")));
+            return Err(ApiError::invalid(
+                "messages: at least one message is required",
+                Some("messages"),
+            ));
         }
         let mut out = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
@@ -248,15 +263,18 @@ impl ChatRequest {
                 "assistant" => "assistant",
                 other => {
                     return Err(ApiError::invalid(
-                        format!("messages[{i}].role: '{other}' is not supported (system, developer, user, assistant)"),
+                        format!(
+                            "messages[{i}].role: '{other}' is not supported (system, developer, user, assistant)"
+                        ),
                         Some("messages"),
                     ));
                 }
             };
             out.push(TemplateMessage {
                 role: role.into(),
-                content: content_text(&m.content)
-                    .map_err(|why| ApiError::invalid(format!("messages[{i}].content: {why}"), Some("messages")))?,
+                content: content_text(&m.content).map_err(|why| {
+                    ApiError::invalid(format!("messages[{i}].content: {why}"), Some("messages"))
+                })?,
             });
         }
         Ok((out, self.common.validate()?))
@@ -270,9 +288,17 @@ fn content_text(v: &Value) -> Result<String, String> {
         Value::String(s) => Ok(s.clone()),
         Value::Array(parts) => parts
             .iter()
-            .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
-                (Some("text"), Some(t)) => Ok(t),
-                (kind, _) => Err(format!("only text parts are supported, got {}", kind.unwrap_or("a part without a type"))),
+            .map(|p| {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => Ok(t),
+                    (kind, _) => Err(format!(
+                        "only text parts are supported, got {}",
+                        kind.unwrap_or("a part without a type")
+                    )),
+                }
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|v| v.concat()),
