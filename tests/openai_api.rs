@@ -76,6 +76,7 @@ impl Cluster {
 
     /// Starts `n` CPU nodes reading the model directory and waits for the complete pipeline.
     async fn add_nodes(&mut self, n: usize) {
+        let mut events = self.coord.subscribe();
         let dir = common::default_model();
         for i in 0..n {
             let stats = Arc::new(NodeStats::default());
@@ -110,7 +111,16 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("pipeline never complete: {}", status_json(&self.coord));
+        let mut left = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            if let Event::NodeLeft { node, reason } = e {
+                left.push(format!("node {node}: {reason}"));
+            }
+        }
+        panic!(
+            "pipeline never complete: {}; nodes that left: {left:?}",
+            status_json(&self.coord)
+        );
     }
 
     fn open_caches(&self) -> usize {

@@ -215,10 +215,10 @@ async fn follow(
         };
         if !piece.is_empty() {
             o.text.push_str(&piece);
-            if let Some((tx, make)) = out {
-                if tx.send(Ok(make(&piece))).await.is_err() {
-                    return Ok(None);
-                }
+            if let Some((tx, make)) = out
+                && tx.send(Ok(make(&piece))).await.is_err()
+            {
+                return Ok(None);
             }
         }
         if stops.stopped() {

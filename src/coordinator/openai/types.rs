@@ -106,13 +106,13 @@ fn unsupported(param: &'static str, what: &str) -> ApiError {
 impl Common {
     /// Checks every shared parameter; names the first one that is wrong.
     pub fn validate(&self) -> Result<Params, ApiError> {
-        if let Some(n) = self.n {
-            if n != 1 {
-                return Err(ApiError::invalid(
-                    format!("n: only 1 choice per request is supported, got {n}"),
-                    Some("n"),
-                ));
-            }
+        if let Some(n) = self.n
+            && n != 1
+        {
+            return Err(ApiError::invalid(
+                format!("n: only 1 choice per request is supported, got {n}"),
+                Some("n"),
+            ));
         }
         let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
             None => None,
@@ -241,13 +241,13 @@ impl ChatRequest {
         {
             return Err(unsupported("tools", "tool calling"));
         }
-        if let Some(f) = &self.response_format {
-            if f.get("type").and_then(Value::as_str) != Some("text") {
-                return Err(unsupported(
-                    "response_format",
-                    "a response format other than text",
-                ));
-            }
+        if let Some(f) = &self.response_format
+            && f.get("type").and_then(Value::as_str) != Some("text")
+        {
+            return Err(unsupported(
+                "response_format",
+                "a response format other than text",
+            ));
         }
         if self.messages.is_empty() {
             return Err(ApiError::invalid(
