@@ -260,6 +260,27 @@ async fn openai_python_client_gets_the_cpu_engines_greedy_text() {
     );
     assert_eq!(got["chat"]["usage"]["prompt_tokens"], prompt_tokens);
     assert_eq!(got["chat"]["usage"]["completion_tokens"], completion_tokens);
+    // ...and the same as `synapse generate --chat` prints.
+    let cli = run_script(
+        env!("CARGO_BIN_EXE_synapse"),
+        [
+            "generate",
+            "--chat",
+            "--prompt",
+            CHAT_QUESTION,
+            "--max-tokens",
+            "12",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(
+        last_json_line(&cli)["text"],
+        got["chat"]["text"],
+        "synapse generate --chat"
+    );
     let finish = if completion_tokens == 12 {
         "length"
     } else {
