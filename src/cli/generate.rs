@@ -51,7 +51,12 @@ pub struct Args {
     /// After the text, print one JSON line: {"prompt_ids": [...], "ids": [...], "text": "..."}.
     #[arg(long)]
     json: bool,
-    /// Generate through a running coordinator (`http://HOST:PORT`) instead of in this process.
+    /// Treat the prompt as a user message and render it with the model's chat template (as
+    /// /v1/chat/completions does) instead of continuing it as plain text.
+    #[arg(long)]
+    chat: bool,
+    /// Generate through a running coordinator (`http://HOST:PORT`) instead of in this process
+    /// (its API key, if it has one, is read from SYNAPSE_API_KEY).
     #[arg(long)]
     coordinator: Option<String>,
 }
@@ -66,12 +71,22 @@ pub fn run(args: Args) -> Result<()> {
     };
     params.validate().map_err(anyhow::Error::msg)?;
     if let Some(url) = &args.coordinator {
+        if args.chat {
+            anyhow::bail!(
+                "--chat works in this process only; through a coordinator use its /v1/chat/completions"
+            );
+        }
         return remote(url, &args, params);
     }
     let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
     let model = ModelDir::open(&dir)?;
     let tok = model.tokenizer()?;
-    let prompt_ids = tok.encode(&args.prompt)?;
+    let prompt = if args.chat {
+        chat_prompt(&model, &tok, &args.prompt)?
+    } else {
+        args.prompt.clone()
+    };
+    let prompt_ids = tok.encode(&prompt)?;
     let ctx = model.manifest.config.context_length;
     if prompt_ids.len() >= ctx {
         anyhow::bail!(
@@ -131,8 +146,12 @@ fn remote(url: &str, args: &Args, sampling: SamplingParams) -> Result<()> {
     let endpoint = format!("{}/api/generate", url.trim_end_matches('/'));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let resp = reqwest::Client::new()
-            .post(&endpoint)
+        let mut post = reqwest::Client::new().post(&endpoint);
+        // A coordinator started with --api-key wants it on /api/generate too.
+        if let Ok(key) = std::env::var("SYNAPSE_API_KEY") {
+            post = post.bearer_auth(key);
+        }
+        let resp = post
             .header("content-type", "application/json")
             .body(serde_json::to_string(&req)?)
             .send()
@@ -172,4 +191,33 @@ fn remote(url: &str, args: &Args, sampling: SamplingParams) -> Result<()> {
         }
         anyhow::bail!("the coordinator closed the stream before the generation ended")
     })
+}
+
+/// `prompt` as the single user turn of the model's chat template, ready for the assistant.
+fn chat_prompt(
+    model: &ModelDir,
+    tok: &synapse::tokenizer::Tokenizer,
+    prompt: &str,
+) -> Result<String> {
+    use synapse::coordinator::openai::template::{ChatTemplate, TemplateMessage};
+    let m = &model.manifest;
+    let Some(src) = &m.chat_template else {
+        anyhow::bail!("--chat: this model has no chat template (a base model); drop --chat");
+    };
+    let token = |id: Option<u32>| {
+        id.and_then(|i| tok.inner().id_to_token(i))
+            .unwrap_or_default()
+    };
+    let t = ChatTemplate::new(
+        src,
+        &token(m.config.bos_token_id),
+        &token(m.config.eos_token_ids.first().copied()),
+    )?;
+    Ok(t.render(
+        &[TemplateMessage {
+            role: "user".into(),
+            content: prompt.into(),
+        }],
+        true,
+    )?)
 }

@@ -28,6 +28,16 @@ pub struct Args {
     /// Engine of the local nodes.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
+    /// Bearer token the HTTP API (/v1/*, POST /api/*) requires; open when omitted. Separate
+    /// from the nodes' join token.
+    #[arg(long, env = "SYNAPSE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// API requests that may wait for a free generation slot; more get 429 with Retry-After.
+    #[arg(long, default_value_t = 32)]
+    pub max_queued: usize,
+    /// Generations running at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
 }
 
 /// A random 128-bit join token in hex.
@@ -45,7 +55,11 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(async move {
         let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
         let token = args.token.clone().unwrap_or_else(random_token);
-        let coord = Coordinator::new(CoordinatorConfig::new(dir.clone(), token.clone()))?;
+        let mut cfg = CoordinatorConfig::new(dir.clone(), token.clone());
+        cfg.api_key = args.api_key.clone().filter(|k| !k.is_empty());
+        cfg.max_queued = args.max_queued;
+        cfg.max_sessions = args.max_sessions as usize;
+        let coord = Coordinator::new(cfg)?;
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(serve(
@@ -62,6 +76,15 @@ pub fn run(args: Args) -> Result<()> {
             Err(_) => return server.await?,
         };
         println!("Synapse coordinator on http://{addr}");
+        println!("Prompt page:         http://{addr}/");
+        println!(
+            "OpenAI-compatible:   http://{addr}/v1 ({})",
+            if args.api_key.is_some() {
+                "bearer key required"
+            } else {
+                "no key"
+            }
+        );
         println!("Join from a browser: http://{addr}/node/?token={token}");
         println!("Join a native node:  synapse node --url 'ws://{addr}/ws?token={token}'");
         for i in 0..args.local_nodes {

@@ -1,6 +1,7 @@
 //! The coordinator's HTTP face (axum on tokio): node WebSocket endpoint with join-token check,
 //! shard files with range support, node-web/ and shaders/, `/api/status`, `/api/generate`
-//! (NDJSON stream) and `/api/shards/{index}/move`.
+//! (NDJSON stream) and `/api/shards/{index}/move`, the prompt page at `/` (assets/web/) and the
+//! OpenAI-compatible API under `/v1` (see [`super::openai`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 pub struct StaticDirs {
     pub node_web: PathBuf,
     pub shaders: PathBuf,
+    /// The prompt page (index.html, app.js, style.css).
+    pub web: PathBuf,
 }
 
 impl Default for StaticDirs {
@@ -40,22 +43,38 @@ impl Default for StaticDirs {
         StaticDirs {
             node_web: root.join("node-web"),
             shaders: root.join("shaders"),
+            web: root.join("assets").join("web"),
         }
     }
 }
 
 /// The coordinator's router.
 pub fn router(coord: Coordinator, dirs: StaticDirs) -> Router {
+    let key = coord
+        .config()
+        .api_key
+        .clone()
+        .map(std::sync::Arc::<str>::from);
+    // Calls that run generations or move shards need the API key when one is set.
+    let guarded = Router::new()
+        .route("/api/generate", post(generate))
+        .route("/api/shards/{index}/move", post(move_shard))
+        .route_layer(axum::middleware::from_fn_with_state(
+            key,
+            super::openai::require_key,
+        ));
     Router::new()
         .route("/ws", get(node_socket))
         .route("/api/status", get(status))
-        .route("/api/generate", post(generate))
-        .route("/api/shards/{index}/move", post(move_shard))
+        .merge(guarded)
         .route("/shards/{file}", get(shard_file))
+        .route_service("/", ServeFile::new(dirs.web.join("index.html")))
+        .nest_service("/web", ServeDir::new(dirs.web))
         .nest_service("/node", ServeDir::new(dirs.node_web))
         .nest_service("/shaders", ServeDir::new(dirs.shaders))
+        .with_state(coord.clone())
+        .merge(super::openai::routes(coord))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .with_state(coord)
 }
 
 #[derive(Deserialize)]
@@ -136,7 +155,9 @@ pub fn status_json(coord: &Coordinator) -> serde_json::Value {
             "layers": m.config.n_layers,
             "vocab_size": m.config.vocab_size,
             "context_length": m.config.context_length,
+            "chat": m.chat_template.is_some(),
         },
+        "api_key_required": coord.config().api_key.is_some(),
         "nodes": nodes,
         "shards": shards,
         "sessions": st.sessions.values().collect::<Vec<_>>(),

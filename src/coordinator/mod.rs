@@ -9,6 +9,7 @@
 pub mod events;
 pub mod http;
 pub mod link;
+pub mod openai;
 pub mod placement;
 pub mod session;
 pub mod state;
@@ -45,6 +46,12 @@ pub struct CoordinatorConfig {
     pub encoding: WireEncoding,
     /// Most generations running at once.
     pub max_sessions: usize,
+    /// Requests of the OpenAI-compatible API that may wait for a free generation slot; more
+    /// are refused with 429.
+    pub max_queued: usize,
+    /// Bearer token the HTTP API (`/v1/*`, `POST /api/*`) requires; `None` leaves it open.
+    /// Separate from `token`, which only nodes use.
+    pub api_key: Option<String>,
 }
 
 impl CoordinatorConfig {
@@ -58,6 +65,8 @@ impl CoordinatorConfig {
             top_k: 64,
             encoding: WireEncoding::Rice,
             max_sessions: 16,
+            max_queued: 32,
+            api_key: None,
         }
     }
 }
