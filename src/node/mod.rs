@@ -142,8 +142,10 @@ async fn serve_connection(
         gflops: cfg.gflops,
     };
     let hello = serde_json::to_string(&hello).expect("serialises");
-    if let Err(e) = sink.send(Message::text(hello)).await {
-        return anyhow!(e).context("sending `hello`");
+    match tokio::time::timeout(CONNECT_TIMEOUT, sink.send(Message::text(hello))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return anyhow!(e).context("sending `hello`"),
+        Err(_) => return anyhow!("sending `hello` timed out after {CONNECT_TIMEOUT:?}"),
     }
     // Everything the node sends goes through one channel so background tasks can report.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
