@@ -37,8 +37,14 @@ pub(super) enum UiOrder {
 }
 
 /// The part of the window no panel has taken yet this frame.
-#[derive(Resource, Debug, Default)]
+#[derive(Resource, Debug)]
 pub(super) struct FreeRect(pub egui::Rect);
+
+impl Default for FreeRect {
+    fn default() -> Self {
+        FreeRect(egui::Rect::NOTHING)
+    }
+}
 
 impl FreeRect {
     /// A background `Ui` over the free part, to show one panel in; pass it back to [`Self::take`].
