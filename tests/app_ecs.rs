@@ -38,7 +38,11 @@ impl Harness {
             .insert_resource(Bridge { from_core, to_core })
             .add_plugins(headless_plugin);
         app.update();
-        Harness { app, to_app, commands }
+        Harness {
+            app,
+            to_app,
+            commands,
+        }
     }
 
     /// Sends the messages through the bridge and runs one frame.
@@ -58,7 +62,12 @@ impl Harness {
     }
 
     fn device(&mut self, node: u64) -> Entity {
-        *self.world().resource::<Nodes>().0.get(&node).expect("device spawned")
+        *self
+            .world()
+            .resource::<Nodes>()
+            .0
+            .get(&node)
+            .expect("device spawned")
     }
 
     fn shard(&mut self, i: usize) -> Entity {
@@ -140,7 +149,10 @@ fn devices_and_shards_are_spawned_and_related() {
     assert_eq!(h.world().resource::<Shards>().0.len(), 3);
     let s1 = h.shard(1);
     let shard = h.world().get::<Shard>(s1).unwrap().clone();
-    assert_eq!((shard.layers, shard.bytes, shard.state), ([1, 1], 2000, ShardStatus::Unassigned));
+    assert_eq!(
+        (shard.layers, shard.bytes, shard.state),
+        ([1, 1], 2000, ShardStatus::Unassigned)
+    );
 
     // Placed and half loaded, in one frame.
     h.events([
@@ -207,13 +219,19 @@ fn a_drop_is_sent_and_a_refused_one_is_restored() {
     let mut h = two_devices();
     let (d1, d2) = (h.device(1), h.device(2));
     let s0 = h.shard(0);
-    h.world().write_message(DropShard { shard: s0, device: d2 });
+    h.world().write_message(DropShard {
+        shard: s0,
+        device: d2,
+    });
     h.app.update();
     match h.commands.try_recv() {
         Ok(CoreCommand::MoveShard { shard: 0, node: 2 }) => {}
         other => panic!("expected MoveShard {{ shard: 0, node: 2 }}, got {other:?}"),
     }
-    assert_eq!(h.world().get::<PendingDrop>(s0), Some(&PendingDrop { device: d2 }));
+    assert_eq!(
+        h.world().get::<PendingDrop>(s0),
+        Some(&PendingDrop { device: d2 })
+    );
 
     h.events([Event::MoveRefused {
         shard: 0,
@@ -221,13 +239,19 @@ fn a_drop_is_sent_and_a_refused_one_is_restored() {
         reason: "node 2 (phone) has room for 0 MB more".into(),
     }]);
     assert!(h.world().get::<PendingDrop>(s0).is_none());
-    let refused = h.world().get::<Refused>(s0).expect("marked refused").clone();
+    let refused = h
+        .world()
+        .get::<Refused>(s0)
+        .expect("marked refused")
+        .clone();
     assert!(refused.reason.contains("room"), "{refused:?}");
     assert_eq!(h.holder(0), Some(d1), "the shard snaps back to its holder");
     assert!(h.held(d2).is_empty());
     let notices = &h.world().resource::<Notices>().0;
     assert!(
-        notices.iter().any(|n| n.warning && n.text.contains("not moved")),
+        notices
+            .iter()
+            .any(|n| n.warning && n.text.contains("not moved")),
         "{notices:?}"
     );
 }
@@ -242,9 +266,15 @@ fn a_drop_on_a_device_that_left_is_refused_locally() {
         reason: "closed the tab".into(),
     }]);
     assert!(h.world().get_entity(d2).is_err(), "the device is despawned");
-    h.world().write_message(DropShard { shard: s1, device: d2 });
+    h.world().write_message(DropShard {
+        shard: s1,
+        device: d2,
+    });
     h.app.update();
-    assert!(h.commands.try_recv().is_err(), "nothing sent to the coordinator");
+    assert!(
+        h.commands.try_recv().is_err(),
+        "nothing sent to the coordinator"
+    );
     let r = h.world().get::<Refused>(s1).expect("refused").clone();
     assert!(r.reason.contains("gone"), "{r:?}");
 }
@@ -275,13 +305,25 @@ fn packets_travel_their_link_and_vanish_on_arrival() {
     ps.sort_by(|a, b| a.0.start.total_cmp(&b.0.start));
     assert_eq!(ps.len(), 2);
     assert!(ps.iter().all(|(_, link)| *link == d1));
-    assert_eq!((ps[0].0.kind, ps[0].0.direction, ps[0].0.bytes), (PacketKind::Activation, Direction::Out, 100));
-    assert_eq!((ps[1].0.kind, ps[1].0.direction, ps[1].0.bytes), (PacketKind::TopLogits, Direction::Back, 520));
-    assert!((ps[0].0.duration - 0.3).abs() < 1e-9, "duration from the measured time");
+    assert_eq!(
+        (ps[0].0.kind, ps[0].0.direction, ps[0].0.bytes),
+        (PacketKind::Activation, Direction::Out, 100)
+    );
+    assert_eq!(
+        (ps[1].0.kind, ps[1].0.direction, ps[1].0.bytes),
+        (PacketKind::TopLogits, Direction::Back, 520)
+    );
+    assert!(
+        (ps[0].0.duration - 0.3).abs() < 1e-9,
+        "duration from the measured time"
+    );
 
     // The link's statistics.
     let link = h.world().get::<Link>(d1).unwrap().clone();
-    assert_eq!((link.frames, link.bytes_sent, link.bytes_received), (1, 100, 520));
+    assert_eq!(
+        (link.frames, link.bytes_sent, link.bytes_received),
+        (1, 100, 520)
+    );
     assert!((link.last_ms - 600.0).abs() < 1e-9);
     // 2 rows of 64 f32 = 512 bytes sent as 100.
     assert!((link.compression.unwrap() - 5.12).abs() < 1e-9, "{link:?}");
@@ -324,7 +366,10 @@ fn a_device_that_leaves_takes_its_packets_and_frees_its_shards() {
     for i in 0..3 {
         assert_eq!(h.holder(i), None);
         let s = h.shard(i);
-        assert_eq!(h.world().get::<Shard>(s).unwrap().state, ShardStatus::Unassigned);
+        assert_eq!(
+            h.world().get::<Shard>(s).unwrap().state,
+            ShardStatus::Unassigned
+        );
     }
 }
 
@@ -356,7 +401,10 @@ fn sessions_follow_their_tokens_and_close() {
     let mut q = h.world().query::<&Session>();
     let s: Vec<Session> = q.iter(h.world()).cloned().collect();
     assert_eq!(s.len(), 1);
-    assert_eq!((s[0].id, s[0].prompt_tokens, s[0].generated, s[0].replays), (7, 5, 2, 1));
+    assert_eq!(
+        (s[0].id, s[0].prompt_tokens, s[0].generated, s[0].replays),
+        (7, 5, 2, 1)
+    );
     assert_eq!(s[0].text, " Paris.");
     h.events([Event::SessionClosed {
         session: 7,
@@ -369,9 +417,14 @@ fn sessions_follow_their_tokens_and_close() {
 fn a_closed_core_channel_is_reported_not_a_panic() {
     let mut h = Harness::new();
     h.feed([ready()]);
-    let Harness { mut app, to_app, .. } = h;
+    let Harness {
+        mut app, to_app, ..
+    } = h;
     drop(to_app);
     app.update();
     let stopped = app.world().resource::<CoreStopped>();
-    assert!(stopped.0.as_deref().is_some_and(|s| s.contains("stopped")), "{stopped:?}");
+    assert!(
+        stopped.0.as_deref().is_some_and(|s| s.contains("stopped")),
+        "{stopped:?}"
+    );
 }

@@ -42,7 +42,10 @@ impl Xvfb {
             if let Ok(Some(status)) = x.child.try_wait() {
                 panic!("Xvfb :{n} exited at start: {status}");
             }
-            assert!(Instant::now() < deadline, "Xvfb :{n} did not come up in 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "Xvfb :{n} did not come up in 20 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         x
@@ -72,7 +75,11 @@ fn png_stats(path: &Path) -> (usize, u32, u32) {
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Vec<&str> = text.split_whitespace().collect();
     assert_eq!(v.len(), 3, "identify said {text:?}");
-    (v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap())
+    (
+        v[0].parse().unwrap(),
+        v[1].parse().unwrap(),
+        v[2].parse().unwrap(),
+    )
 }
 
 #[test]
@@ -82,10 +89,21 @@ fn the_app_renders_a_running_pipeline_to_a_png() {
     let dir = tempfile::tempdir().unwrap();
     let shot = dir.path().join("shot.png");
     let out = Command::new(env!("CARGO_BIN_EXE_synapse"))
-        .args(["app", "--addr", "127.0.0.1:0", "--local-nodes", "1", "--backend", "cpu"])
+        .args([
+            "app",
+            "--addr",
+            "127.0.0.1:0",
+            "--local-nodes",
+            "1",
+            "--backend",
+            "cpu",
+        ])
         .arg("--model")
         .arg(&model)
-        .args(["--prompt", "The three most useful things to pack for a long hike are"])
+        .args([
+            "--prompt",
+            "The three most useful things to pack for a long hike are",
+        ])
         .args(["--max-tokens", "4000", "--exit-after", "45"])
         .arg("--screenshot")
         .arg(&shot)
@@ -96,10 +114,20 @@ fn the_app_renders_a_running_pipeline_to_a_png() {
         .expect("running synapse app");
     drop(x);
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "synapse app failed: {}\n{log}", out.status);
-    assert!(log.contains("first token"), "no token was generated before the screenshot:\n{log}");
+    assert!(
+        out.status.success(),
+        "synapse app failed: {}\n{log}",
+        out.status
+    );
+    assert!(
+        log.contains("first token"),
+        "no token was generated before the screenshot:\n{log}"
+    );
     assert!(log.contains("screenshot saved"), "{log}");
     let (colours, w, h) = png_stats(&shot);
     assert_eq!((w, h), (1280, 800), "the window's size");
-    assert!(colours > 200, "only {colours} distinct colours: the screenshot looks blank");
+    assert!(
+        colours > 200,
+        "only {colours} distinct colours: the screenshot looks blank"
+    );
 }

@@ -54,10 +54,18 @@ pub enum CoreMessage {
 /// Everything the ECS asks of the core.
 #[derive(Debug, Clone)]
 pub enum CoreCommand {
-    Generate { request: u64, req: GenerateRequest },
+    Generate {
+        request: u64,
+        req: GenerateRequest,
+    },
     /// Stops a generation (its session is closed and its caches freed).
-    Cancel { request: u64 },
-    MoveShard { shard: usize, node: u64 },
+    Cancel {
+        request: u64,
+    },
+    MoveShard {
+        shard: usize,
+        node: u64,
+    },
     Shutdown,
 }
 
@@ -117,9 +125,14 @@ fn ingest(
 }
 
 /// Runs inside the core's tokio runtime until a `Shutdown` command (or the ECS side goes away):
-/// forwards coordinator events and generation output to the ECS and carries out its commands.
-pub async fn pump(coord: Coordinator, to_app: Sender<CoreMessage>, commands: Receiver<CoreCommand>) {
-    let mut events = coord.subscribe();
+/// forwards coordinator `events` (subscribe before nodes can join, to miss none) and
+/// generation output to the ECS, and carries out its commands.
+pub async fn pump(
+    coord: Coordinator,
+    mut events: tokio::sync::broadcast::Receiver<Event>,
+    to_app: Sender<CoreMessage>,
+    commands: Receiver<CoreCommand>,
+) {
     // Crossbeam receives block, so a plain thread waits on them and hands them to tokio.
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     std::thread::Builder::new()

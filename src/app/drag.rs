@@ -35,7 +35,9 @@ pub struct Refused {
 pub(super) fn plugin(app: &mut App) {
     app.add_message::<DropShard>().add_systems(
         Update,
-        (send_drops, answer_drops).chain().in_set(AppStage::Placement),
+        (send_drops, answer_drops)
+            .chain()
+            .in_set(AppStage::Placement),
     );
 }
 
@@ -54,8 +56,15 @@ fn send_drops(
             continue;
         };
         let refuse = |commands: &mut Commands, notices: &mut Notices, reason: String| {
-            notices.post(now, true, format!("shard {} not moved: {reason}", shard.index));
-            commands.entity(d.shard).remove::<PendingDrop>().insert(Refused { at: now, reason });
+            notices.post(
+                now,
+                true,
+                format!("shard {} not moved: {reason}", shard.index),
+            );
+            commands
+                .entity(d.shard)
+                .remove::<PendingDrop>()
+                .insert(Refused { at: now, reason });
         };
         let Ok(device) = devices.get(d.device) else {
             refuse(&mut commands, &mut notices, "that device is gone".into());
@@ -76,7 +85,11 @@ fn send_drops(
                 .insert(PendingDrop { device: d.device })
                 .remove::<Refused>();
         } else {
-            refuse(&mut commands, &mut notices, "the coordinator is not running".into());
+            refuse(
+                &mut commands,
+                &mut notices,
+                "the coordinator is not running".into(),
+            );
         }
     }
 }
@@ -102,7 +115,11 @@ fn answer_drops(
                 node,
                 reason,
             } => {
-                notices.post(now, true, format!("shard {shard} not moved to node {node}: {reason}"));
+                notices.post(
+                    now,
+                    true,
+                    format!("shard {shard} not moved to node {node}: {reason}"),
+                );
                 if let Some(&s) = index.0.get(*shard) {
                     commands.entity(s).remove::<PendingDrop>().insert(Refused {
                         at: now,

@@ -41,7 +41,10 @@ fn record(mut msgs: MessageReader<FromCore>, mut h: ResMut<History>, time: Res<T
     // Close the seconds that ended (empty ones count as zero).
     let (mut count, mut current) = h.counting;
     while current < second {
-        push(&mut h.tokens_per_second, [current as f64 + 1.0, count as f64]);
+        push(
+            &mut h.tokens_per_second,
+            [current as f64 + 1.0, count as f64],
+        );
         count = 0;
         current = if second - current > HISTORY as i64 {
             second

@@ -109,7 +109,12 @@ pub fn headless_plugin(app: &mut App) {
     .add_systems(Update, record_ready.in_set(AppStage::Nodes));
 }
 
-fn record_ready(mut msgs: MessageReader<FromCore>, mut info: ResMut<CoreInfo>, time: Res<Time>, mut notices: ResMut<Notices>) {
+fn record_ready(
+    mut msgs: MessageReader<FromCore>,
+    mut info: ResMut<CoreInfo>,
+    time: Res<Time>,
+    mut notices: ResMut<Notices>,
+) {
     for FromCore(m) in msgs.read() {
         match m {
             CoreMessage::Ready {

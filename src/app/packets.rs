@@ -7,9 +7,9 @@
 use bevy::prelude::*;
 
 use super::AppStage;
+use super::CoreInfo;
 use super::bridge::{CoreMessage, FromCore};
 use super::devices::{Device, Link, Nodes};
-use super::CoreInfo;
 use crate::coordinator::events::Event;
 
 /// Shortest time a packet is on screen, in seconds, so that a fast local hop stays visible.

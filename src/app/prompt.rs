@@ -138,53 +138,64 @@ fn panel(
 ) -> Result {
     let ctx = contexts.ctx_mut()?.clone();
     let mut root = free.ui(&ctx, "prompt-root");
-    egui::Panel::left("prompt").default_size(330.0).show(&mut root, |ui| {
-        ui.heading("Prompt");
-        ui.add(egui::TextEdit::multiline(&mut panel.prompt).desired_rows(3).desired_width(f32::INFINITY));
-        egui::Grid::new("sampling").num_columns(2).show(ui, |ui| {
-            let p = &mut *panel;
-            ui.label("temperature");
-            ui.add(egui::Slider::new(&mut p.params.temperature, 0.0..=2.0).text("0 = greedy"));
-            ui.end_row();
-            ui.label("top-k");
-            ui.add(egui::Slider::new(&mut p.params.top_k, 0..=200).text("0 = all"));
-            ui.end_row();
-            ui.label("top-p");
-            ui.add(egui::Slider::new(&mut p.params.top_p, 0.05..=1.0));
-            ui.end_row();
-            ui.label("max tokens");
-            ui.add(egui::Slider::new(&mut p.max_tokens, 1..=4096).logarithmic(true));
-            ui.end_row();
-            ui.label("seed");
-            ui.add(egui::DragValue::new(&mut p.params.seed));
-            ui.end_row();
-        });
-        ui.horizontal(|ui| {
-            match (panel.running, &bridge) {
-                (Some(request), Some(b)) => {
-                    if ui.button("■ Stop").clicked() {
-                        b.send(CoreCommand::Cancel { request });
+    egui::Panel::left("prompt")
+        .default_size(330.0)
+        .show(&mut root, |ui| {
+            ui.heading("Prompt");
+            ui.add(
+                egui::TextEdit::multiline(&mut panel.prompt)
+                    .desired_rows(3)
+                    .desired_width(f32::INFINITY),
+            );
+            egui::Grid::new("sampling").num_columns(2).show(ui, |ui| {
+                let p = &mut *panel;
+                ui.label("temperature");
+                ui.add(egui::Slider::new(&mut p.params.temperature, 0.0..=2.0).text("0 = greedy"));
+                ui.end_row();
+                ui.label("top-k");
+                ui.add(egui::Slider::new(&mut p.params.top_k, 0..=200).text("0 = all"));
+                ui.end_row();
+                ui.label("top-p");
+                ui.add(egui::Slider::new(&mut p.params.top_p, 0.05..=1.0));
+                ui.end_row();
+                ui.label("max tokens");
+                ui.add(egui::Slider::new(&mut p.max_tokens, 1..=4096).logarithmic(true));
+                ui.end_row();
+                ui.label("seed");
+                ui.add(egui::DragValue::new(&mut p.params.seed));
+                ui.end_row();
+            });
+            ui.horizontal(|ui| {
+                match (panel.running, &bridge) {
+                    (Some(request), Some(b)) => {
+                        if ui.button("■ Stop").clicked() {
+                            b.send(CoreCommand::Cancel { request });
+                        }
+                    }
+                    (None, Some(b)) => {
+                        if ui.button("▶ Generate").clicked() {
+                            panel.start(b);
+                        }
+                    }
+                    _ => {
+                        ui.label("no coordinator");
                     }
                 }
-                (None, Some(b)) => {
-                    if ui.button("▶ Generate").clicked() {
-                        panel.start(b);
-                    }
+                if let Some(tps) = panel.tokens_per_second {
+                    ui.label(format!("{tps:.1} tokens/s · {} tokens", panel.generated));
                 }
-                _ => {
-                    ui.label("no coordinator");
-                }
-            }
-            if let Some(tps) = panel.tokens_per_second {
-                ui.label(format!("{tps:.1} tokens/s · {} tokens", panel.generated));
-            }
+            });
+            ui.label(egui::RichText::new(&panel.status).small());
+            ui.separator();
+            egui::ScrollArea::vertical()
+                .stick_to_bottom(true)
+                .show(ui, |ui| {
+                    ui.label(
+                        egui::RichText::new(format!("{}{}", panel.prompt, panel.output))
+                            .monospace(),
+                    );
+                });
         });
-        ui.label(egui::RichText::new(&panel.status).small());
-        ui.separator();
-        egui::ScrollArea::vertical().stick_to_bottom(true).show(ui, |ui| {
-            ui.label(egui::RichText::new(format!("{}{}", panel.prompt, panel.output)).monospace());
-        });
-    });
     free.take(&root);
     Ok(())
 }

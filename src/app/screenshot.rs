@@ -38,7 +38,12 @@ pub(super) fn plugin(app: &mut App, opts: &WindowOptions) {
     .add_systems(Update, capture_and_exit);
 }
 
-fn capture_and_exit(mut commands: Commands, mut cap: ResMut<Capture>, time: Res<Time<Real>>, mut exit: MessageWriter<AppExit>) {
+fn capture_and_exit(
+    mut commands: Commands,
+    mut cap: ResMut<Capture>,
+    time: Res<Time<Real>>,
+    mut exit: MessageWriter<AppExit>,
+) {
     let now = time.elapsed_secs_f64();
     if now < cap.at {
         return;
@@ -50,22 +55,24 @@ fn capture_and_exit(mut commands: Commands, mut cap: ResMut<Capture>, time: Res<
     match cap.requested {
         None => {
             let result = cap.result.clone();
-            commands.spawn(Screenshot::primary_window()).observe(move |shot: On<ScreenshotCaptured>| {
-                let saved = shot
-                    .image
-                    .clone()
-                    .try_into_dynamic()
-                    .map_err(|e| format!("converting the screenshot: {e}"))
-                    .and_then(|img| {
-                        img.to_rgb8()
-                            .save(&path)
-                            .map_err(|e| format!("writing {}: {e}", path.display()))
-                    });
-                if saved.is_ok() {
-                    info!("screenshot saved to {}", path.display());
-                }
-                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved);
-            });
+            commands.spawn(Screenshot::primary_window()).observe(
+                move |shot: On<ScreenshotCaptured>| {
+                    let saved = shot
+                        .image
+                        .clone()
+                        .try_into_dynamic()
+                        .map_err(|e| format!("converting the screenshot: {e}"))
+                        .and_then(|img| {
+                            img.to_rgb8()
+                                .save(&path)
+                                .map_err(|e| format!("writing {}: {e}", path.display()))
+                        });
+                    if saved.is_ok() {
+                        info!("screenshot saved to {}", path.display());
+                    }
+                    *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved);
+                },
+            );
             cap.requested = Some(now);
         }
         Some(since) => {

@@ -67,7 +67,9 @@ fn track_sessions(
                 });
             }
             Event::SessionReplayed { session, .. } => {
-                with_session(*session, &mut fresh, &index, &mut sessions, |s| s.replays += 1);
+                with_session(*session, &mut fresh, &index, &mut sessions, |s| {
+                    s.replays += 1
+                });
             }
             Event::SessionClosed { session, .. } => {
                 fresh.remove(session);

@@ -65,7 +65,11 @@ pub(super) fn plugin(app: &mut App) {
 }
 
 /// Spawns the model's shards when the core reports it (once; they live as long as the app).
-fn spawn_shards(mut commands: Commands, mut msgs: MessageReader<FromCore>, mut index: ResMut<Shards>) {
+fn spawn_shards(
+    mut commands: Commands,
+    mut msgs: MessageReader<FromCore>,
+    mut index: ResMut<Shards>,
+) {
     for FromCore(m) in msgs.read() {
         let CoreMessage::Ready { model, .. } = m else {
             continue;

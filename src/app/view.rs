@@ -46,7 +46,14 @@ fn draw(
     mut contexts: EguiContexts,
     free: Res<FreeRect>,
     devices: Query<(Entity, &Device, &Link, Option<&HeldShards>)>,
-    shards: Query<(Entity, &Shard, Option<&HeldBy>, Option<&MovingTo>, Option<&PendingDrop>, Option<&Refused>)>,
+    shards: Query<(
+        Entity,
+        &Shard,
+        Option<&HeldBy>,
+        Option<&MovingTo>,
+        Option<&PendingDrop>,
+        Option<&Refused>,
+    )>,
     packets: Query<(&Packet, &OnLink)>,
     index: Res<Shards>,
     info: Res<CoreInfo>,
@@ -84,7 +91,7 @@ fn draw(
                     mid + Vec2::new(0.0, -10.0),
                     Align2::CENTER_BOTTOM,
                     format!(
-                        "{:.0} ms/hop · ↑{} ↓{}",
+                        "{:.0} ms/hop · sent {} · back {}",
                         link.last_ms,
                         kb(link.bytes_sent),
                         kb(link.bytes_received)
@@ -144,7 +151,9 @@ fn draw(
             let mut listed: Vec<_> = held.map(|h| h.shards().to_vec()).unwrap_or_default();
             listed.sort_by_key(|s| shards.get(*s).map(|x| x.1.index).unwrap_or(usize::MAX));
             for s in listed {
-                let Ok((se, shard, _, moving, _, refused)) = shards.get(s) else { continue };
+                let Ok((se, shard, _, moving, _, refused)) = shards.get(s) else {
+                    continue;
+                };
                 let mut chip = Rect::from_min_size(Pos2::new(rect.left() + 10.0, y), CHIP);
                 if let Some(r) = refused.filter(|r| now - r.at < 0.6) {
                     // Snap back: shake where it is.
@@ -168,7 +177,14 @@ fn draw(
                     egui::DragAndDrop::set_payload(ctx, DraggedShard(se));
                 }
                 let ghost = dragging == Some(se);
-                draw_chip(ui, chip, &label, fill, if ghost { 0.35 } else { 1.0 }, refused.is_some_and(|r| now - r.at < 3.0));
+                draw_chip(
+                    ui,
+                    chip,
+                    &label,
+                    fill,
+                    if ghost { 0.35 } else { 1.0 },
+                    refused.is_some_and(|r| now - r.at < 3.0),
+                );
                 if resp.hovered() && !ghost {
                     ctx.set_cursor_icon(egui::CursorIcon::Grab);
                 }
@@ -182,7 +198,10 @@ fn draw(
                 }
                 let chip = Rect::from_min_size(Pos2::new(rect.left() + 10.0, y), CHIP);
                 let (label, fill) = match moving {
-                    Some(m) if here => (format!("loading shard {} · {:.0}%", shard.index, m.progress * 100.0), m.progress),
+                    Some(m) if here => (
+                        format!("loading shard {} · {:.0}%", shard.index, m.progress * 100.0),
+                        m.progress,
+                    ),
                     _ => (format!("shard {} requested…", shard.index), 0.0),
                 };
                 draw_chip(ui, chip, &label, fill, 0.6, false);
@@ -192,10 +211,19 @@ fn draw(
         // Unassigned shards float under the coordinator.
         let mut y = hub.y + 44.0;
         for &s in &index.0 {
-            let Ok((_, shard, held, ..)) = shards.get(s) else { continue };
+            let Ok((_, shard, held, ..)) = shards.get(s) else {
+                continue;
+            };
             if held.is_none() {
                 let chip = Rect::from_center_size(Pos2::new(hub.x, y + CHIP.y / 2.0), CHIP);
-                draw_chip(ui, chip, &format!("shard {} · unassigned", shard.index), 0.0, 0.8, true);
+                draw_chip(
+                    ui,
+                    chip,
+                    &format!("shard {} · unassigned", shard.index),
+                    0.0,
+                    0.8,
+                    true,
+                );
                 y += CHIP.y + 4.0;
             }
         }
@@ -203,25 +231,64 @@ fn draw(
         if let (Some(s), Some(p)) = (dragging, pointer) {
             if let Ok((_, shard, ..)) = shards.get(s) {
                 let chip = Rect::from_center_size(p, CHIP);
-                let layer = ui.ctx().layer_painter(egui::LayerId::new(egui::Order::Tooltip, ui.id().with("drag")));
+                let layer = ui.ctx().layer_painter(egui::LayerId::new(
+                    egui::Order::Tooltip,
+                    ui.id().with("drag"),
+                ));
                 layer.rect_filled(chip, 4.0, Color32::from_rgb(60, 120, 200));
-                layer.text(chip.center(), Align2::CENTER_CENTER, format!("shard {} → drop on a device", shard.index), FontId::proportional(12.0), Color32::WHITE);
+                layer.text(
+                    chip.center(),
+                    Align2::CENTER_CENTER,
+                    format!("shard {} → drop on a device", shard.index),
+                    FontId::proportional(12.0),
+                    Color32::WHITE,
+                );
             }
         }
         // Legend and the latest notices.
         let mut y = area.bottom() - 8.0;
-        for (name, kind) in [("top logits", PacketKind::TopLogits), ("activation", PacketKind::Activation), ("token ids", PacketKind::Tokens)] {
-            painter.circle_filled(Pos2::new(area.left() + 14.0, y - 6.0), 5.0, packet_color(kind));
-            painter.text(Pos2::new(area.left() + 24.0, y), Align2::LEFT_BOTTOM, name, FontId::proportional(12.0), Color32::from_gray(180));
+        for (name, kind) in [
+            ("top logits", PacketKind::TopLogits),
+            ("activation", PacketKind::Activation),
+            ("token ids", PacketKind::Tokens),
+        ] {
+            painter.circle_filled(
+                Pos2::new(area.left() + 14.0, y - 6.0),
+                5.0,
+                packet_color(kind),
+            );
+            painter.text(
+                Pos2::new(area.left() + 24.0, y),
+                Align2::LEFT_BOTTOM,
+                name,
+                FontId::proportional(12.0),
+                Color32::from_gray(180),
+            );
             y -= 18.0;
         }
         if let Some(m) = &info.model {
-            painter.text(area.left_top() + Vec2::new(8.0, 6.0), Align2::LEFT_TOP, format!("model {} · {} shards", m.name, m.shards.len()), FontId::proportional(13.0), Color32::from_gray(200));
+            painter.text(
+                area.left_top() + Vec2::new(8.0, 6.0),
+                Align2::LEFT_TOP,
+                format!("model {} · {} shards", m.name, m.shards.len()),
+                FontId::proportional(13.0),
+                Color32::from_gray(200),
+            );
         }
         let mut y = area.top() + 26.0;
         for n in notices.0.iter().rev().filter(|n| now - n.at < 12.0).take(4) {
-            let color = if n.warning { Color32::from_rgb(250, 150, 90) } else { Color32::from_gray(170) };
-            painter.text(Pos2::new(area.left() + 8.0, y), Align2::LEFT_TOP, &n.text, FontId::proportional(12.0), color);
+            let color = if n.warning {
+                Color32::from_rgb(250, 150, 90)
+            } else {
+                Color32::from_gray(170)
+            };
+            painter.text(
+                Pos2::new(area.left() + 8.0, y),
+                Align2::LEFT_TOP,
+                &n.text,
+                FontId::proportional(12.0),
+                color,
+            );
             y += 16.0;
         }
     });
@@ -243,29 +310,61 @@ fn draw_card(ui: &egui::Ui, rect: Rect, d: &Device, link: &Link, drop_target: bo
         (Health::Failed(_), _) => Stroke::new(2.0, Color32::from_rgb(230, 80, 60)),
         (Health::Ok, _) => Stroke::new(1.0, Color32::from_gray(90)),
     };
-    p.rect(rect, 8.0, Color32::from_rgb(28, 32, 40), border, StrokeKind::Inside);
+    p.rect(
+        rect,
+        8.0,
+        Color32::from_rgb(28, 32, 40),
+        border,
+        StrokeKind::Inside,
+    );
     let kind = match d.kind {
         NodeKind::Browser => "browser",
         NodeKind::Native => "native",
         NodeKind::Local => "local",
     };
     let at = |dy: f32| rect.left_top() + Vec2::new(10.0, dy);
-    p.text(at(6.0), Align2::LEFT_TOP, format!("{} ({kind})", d.name), FontId::proportional(14.0), Color32::WHITE);
+    p.text(
+        at(6.0),
+        Align2::LEFT_TOP,
+        format!("{} ({kind})", d.name),
+        FontId::proportional(14.0),
+        Color32::WHITE,
+    );
     let mut adapter = d.adapter.clone();
     if adapter.len() > 34 {
         adapter = format!("{}…", adapter.chars().take(33).collect::<String>());
     }
-    p.text(at(24.0), Align2::LEFT_TOP, adapter, FontId::proportional(11.0), Color32::from_gray(170));
-    let speed = if link.frames > 0 { format!("{:.1} tok/s", link.tokens_per_second) } else { format!("{:.1} GFLOP/s", d.gflops) };
+    p.text(
+        at(24.0),
+        Align2::LEFT_TOP,
+        adapter,
+        FontId::proportional(11.0),
+        Color32::from_gray(170),
+    );
+    let speed = if link.frames > 0 {
+        format!("{:.1} tok/s", link.tokens_per_second)
+    } else {
+        format!("{:.1} GFLOP/s", d.gflops)
+    };
     p.text(
         at(40.0),
         Align2::LEFT_TOP,
-        format!("{speed} · {} tokens · {} offered", d.tokens_processed, mb(d.memory_bytes)),
+        format!(
+            "{speed} · {} tokens · {} offered",
+            d.tokens_processed,
+            mb(d.memory_bytes)
+        ),
         FontId::proportional(11.0),
         Color32::from_gray(170),
     );
     if let Health::Failed(e) = &d.health {
-        p.text(rect.left_bottom() + Vec2::new(10.0, -6.0), Align2::LEFT_BOTTOM, format!("failed: {e}"), FontId::proportional(10.0), Color32::from_rgb(230, 80, 60));
+        p.text(
+            rect.left_bottom() + Vec2::new(10.0, -6.0),
+            Align2::LEFT_BOTTOM,
+            format!("failed: {e}"),
+            FontId::proportional(10.0),
+            Color32::from_rgb(230, 80, 60),
+        );
     }
 }
 
@@ -277,7 +376,18 @@ fn draw_chip(ui: &egui::Ui, rect: Rect, label: &str, fill: f32, alpha: f32, warn
     done.set_width(rect.width() * fill.clamp(0.0, 1.0));
     p.rect_filled(done, 4.0, Color32::from_rgba_unmultiplied(50, 110, 80, a));
     if warn {
-        p.rect_stroke(rect, 4.0, Stroke::new(1.5, Color32::from_rgb(230, 120, 60)), StrokeKind::Inside);
+        p.rect_stroke(
+            rect,
+            4.0,
+            Stroke::new(1.5, Color32::from_rgb(230, 120, 60)),
+            StrokeKind::Inside,
+        );
     }
-    p.text(rect.left_center() + Vec2::new(6.0, 0.0), Align2::LEFT_CENTER, label, FontId::proportional(11.0), Color32::from_rgba_unmultiplied(240, 240, 240, a));
+    p.text(
+        rect.left_center() + Vec2::new(6.0, 0.0),
+        Align2::LEFT_CENTER,
+        label,
+        FontId::proportional(11.0),
+        Color32::from_rgba_unmultiplied(240, 240, 240, a),
+    );
 }

@@ -79,7 +79,10 @@ fn public_host(addr: SocketAddr) -> String {
 
 pub fn run(args: Args) -> Result<()> {
     if let Some(s) = args.exit_after {
-        anyhow::ensure!(s.is_finite() && s >= 0.0, "--exit-after must be a number of seconds ≥ 0, not {s}");
+        anyhow::ensure!(
+            s.is_finite() && s >= 0.0,
+            "--exit-after must be a number of seconds ≥ 0, not {s}"
+        );
     }
     if let Some(p) = &args.screenshot {
         anyhow::ensure!(
@@ -128,10 +131,14 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn core_thread(args: serve::Args, to_app: Sender<CoreMessage>, commands: Receiver<CoreCommand>) -> Result<()> {
+fn core_thread(
+    args: serve::Args,
+    to_app: Sender<CoreMessage>,
+    commands: Receiver<CoreCommand>,
+) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let host = match serve::start(&args).await {
+        let mut host = match serve::start(&args).await {
             Ok(h) => h,
             Err(e) => {
                 let _ = to_app.send(CoreMessage::Failed(format!("{e:#}")));
@@ -145,7 +152,12 @@ fn core_thread(args: serve::Args, to_app: Sender<CoreMessage>, commands: Receive
             host: public_host(host.addr),
             model: model_summary(&host.coord),
         });
-        pump(host.coord.clone(), to_app, commands).await;
+        // Subscribed before any node starts: the app sees every event from the first join.
+        let events = host.coord.subscribe();
+        if let Err(e) = host.start_local_nodes(&args) {
+            let _ = to_app.send(CoreMessage::Failed(format!("starting local nodes: {e:#}")));
+        }
+        pump(host.coord.clone(), events, to_app, commands).await;
         host.shutdown().await
     })
 }

@@ -48,9 +48,12 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
             let ctx = GpuContext::new(&GpuOptions::default())?;
             let adapter = ctx.adapter_name().to_string();
             (
-                Arc::new(move |dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
-                    Ok(Box::new(GpuShard::load(ctx.clone(), dir, m, i)?) as Box<dyn ShardExecutor>)
-                }),
+                Arc::new(
+                    move |dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
+                        Ok(Box::new(GpuShard::load(ctx.clone(), dir, m, i)?)
+                            as Box<dyn ShardExecutor>)
+                    },
+                ),
                 adapter,
             )
         }

@@ -52,10 +52,12 @@ pub struct Host {
     stop_server: oneshot::Sender<()>,
     stop_nodes: watch::Sender<bool>,
     nodes: Vec<JoinHandle<()>>,
+    dir: PathBuf,
 }
 
-/// Starts the coordinator on `args.model`, its server on `args.addr` and `args.local_nodes`
-/// local nodes; returns once the server listens.
+/// Starts the coordinator on `args.model` and its server on `args.addr`; returns once the server
+/// listens. Local nodes start with [`Host::start_local_nodes`], so that a caller can subscribe
+/// to the coordinator's events first and miss none.
 pub async fn start(args: &Args) -> Result<Host> {
     let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
     let token = args.token.clone().unwrap_or_else(random_token);
@@ -78,24 +80,7 @@ pub async fn start(args: &Args) -> Result<Host> {
             anyhow::bail!("the server stopped before listening on {}", args.addr);
         }
     };
-    let (stop_nodes, stop_rx) = watch::channel(false);
-    let mut nodes = Vec::new();
-    for i in 0..args.local_nodes {
-        let mut cfg = node_config(
-            format!("ws://{addr}/ws?token={token}"),
-            format!("local-{i}"),
-            args.backend,
-        )?;
-        cfg.kind = NodeKind::Local;
-        cfg.model_dir = Some(dir.clone());
-        cfg.memory_bytes /= args.local_nodes.max(1) as u64;
-        let stop = stop_rx.clone();
-        nodes.push(tokio::spawn(async move {
-            if let Err(e) = synapse::node::run(cfg, stop).await {
-                tracing::error!("local node {i}: {e:#}");
-            }
-        }));
-    }
+    let (stop_nodes, _) = watch::channel(false);
     Ok(Host {
         coord,
         addr,
@@ -103,11 +88,34 @@ pub async fn start(args: &Args) -> Result<Host> {
         server,
         stop_server,
         stop_nodes,
-        nodes,
+        nodes: Vec::new(),
+        dir,
     })
 }
 
 impl Host {
+    /// Starts `args.local_nodes` nodes in this process, sharing the machine's memory.
+    pub fn start_local_nodes(&mut self, args: &Args) -> Result<()> {
+        let (addr, token) = (self.addr, &self.token);
+        for i in 0..args.local_nodes {
+            let mut cfg = node_config(
+                format!("ws://{addr}/ws?token={token}"),
+                format!("local-{i}"),
+                args.backend,
+            )?;
+            cfg.kind = NodeKind::Local;
+            cfg.model_dir = Some(self.dir.clone());
+            cfg.memory_bytes /= args.local_nodes.max(1) as u64;
+            let stop = self.stop_nodes.subscribe();
+            self.nodes.push(tokio::spawn(async move {
+                if let Err(e) = synapse::node::run(cfg, stop).await {
+                    tracing::error!("local node {i}: {e:#}");
+                }
+            }));
+        }
+        Ok(())
+    }
+
     /// Stops the local nodes, then the server; returns the server's result.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.stop_nodes.send(true);
@@ -123,6 +131,7 @@ pub fn run(args: Args) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut host = start(&args).await?;
+        host.start_local_nodes(&args)?;
         let (addr, token) = (host.addr, host.token.clone());
         println!("Synapse coordinator on http://{addr}");
         println!("Join from a browser: http://{addr}/node/?token={token}");
