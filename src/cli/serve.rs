@@ -45,6 +45,8 @@ pub fn random_token() -> String {
 
 /// A running coordinator with its server and local nodes.
 pub struct Host {
+    /// Read by `synapse app` (feature `gui`).
+    #[cfg_attr(not(feature = "gui"), allow(dead_code))]
     pub coord: Coordinator,
     pub addr: SocketAddr,
     pub token: String,
