@@ -191,14 +191,14 @@ pub async fn pump(
                 Some(CoreCommand::MoveShard { shard, node }) => {
                     // Refusals the coordinator can name arrive as `MoveRefused` events; a shard
                     // index it does not know is refused here with the same event.
-                    if let Err(reason) = coord.move_shard(shard, node) {
-                        if shard >= coord.manifest().shards.len() {
-                            let _ = to_app.send(CoreMessage::Event(Event::MoveRefused {
-                                shard,
-                                node,
-                                reason,
-                            }));
-                        }
+                    if let Err(reason) = coord.move_shard(shard, node)
+                        && shard >= coord.manifest().shards.len()
+                    {
+                        let _ = to_app.send(CoreMessage::Event(Event::MoveRefused {
+                            shard,
+                            node,
+                            reason,
+                        }));
                     }
                 }
             },

@@ -117,10 +117,11 @@ fn spawn_packets(
             } else {
                 0.8 * link.tokens_per_second + 0.2 * tps
             };
-            if *sent_kind == "activation" && *sent_bytes > 0 {
-                if let Some(h) = info.model.as_ref().map(|m| m.hidden_size) {
-                    link.compression = Some((*tokens * h * 4) as f64 / *sent_bytes as f64);
-                }
+            if *sent_kind == "activation"
+                && *sent_bytes > 0
+                && let Some(h) = info.model.as_ref().map(|m| m.hidden_size)
+            {
+                link.compression = Some((*tokens * h * 4) as f64 / *sent_bytes as f64);
             }
         }
         let half = travel_seconds(*micros);

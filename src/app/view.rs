@@ -17,6 +17,16 @@ use crate::coordinator::wire::NodeKind;
 const CARD: Vec2 = Vec2::new(230.0, 150.0);
 const CHIP: Vec2 = Vec2::new(210.0, 22.0);
 
+/// A shard as the view draws it.
+type ShardView = (
+    Entity,
+    &'static Shard,
+    Option<&'static HeldBy>,
+    Option<&'static MovingTo>,
+    Option<&'static PendingDrop>,
+    Option<&'static Refused>,
+);
+
 /// What is being dragged (egui's drag-and-drop payload).
 #[derive(Debug, Clone, Copy)]
 struct DraggedShard(Entity);
@@ -46,14 +56,7 @@ fn draw(
     mut contexts: EguiContexts,
     free: Res<FreeRect>,
     devices: Query<(Entity, &Device, &Link, Option<&HeldShards>)>,
-    shards: Query<(
-        Entity,
-        &Shard,
-        Option<&HeldBy>,
-        Option<&MovingTo>,
-        Option<&PendingDrop>,
-        Option<&Refused>,
-    )>,
+    shards: Query<ShardView>,
     packets: Query<(&Packet, &OnLink)>,
     index: Res<Shards>,
     info: Res<CoreInfo>,
@@ -137,13 +140,14 @@ fn draw(
         for (i, (e, d, link, held)) in devs.iter().enumerate() {
             let rect = card_of(i);
             let hovered_drop = dragging.is_some() && pointer.is_some_and(|p| rect.contains(p));
-            if hovered_drop && released {
-                if let Some(shard) = egui::DragAndDrop::take_payload::<DraggedShard>(ctx) {
-                    drops.write(DropShard {
-                        shard: shard.0,
-                        device: *e,
-                    });
-                }
+            if hovered_drop
+                && released
+                && let Some(shard) = egui::DragAndDrop::take_payload::<DraggedShard>(ctx)
+            {
+                drops.write(DropShard {
+                    shard: shard.0,
+                    device: *e,
+                });
             }
             draw_card(ui, rect, d, link, hovered_drop);
             // Shards held, then shards moving here or asked to.
@@ -166,7 +170,7 @@ fn draw(
                     shard.layers[0],
                     shard.layers[1],
                     mb(shard.bytes),
-                    if moving.is_some() { " →" } else { "" }
+                    if moving.is_some() { " (moving)" } else { "" }
                 );
                 let fill = match shard.state {
                     ShardStatus::Ready => 1.0,
@@ -228,22 +232,22 @@ fn draw(
             }
         }
         // The dragged chip follows the pointer.
-        if let (Some(s), Some(p)) = (dragging, pointer) {
-            if let Ok((_, shard, ..)) = shards.get(s) {
-                let chip = Rect::from_center_size(p, CHIP);
-                let layer = ui.ctx().layer_painter(egui::LayerId::new(
-                    egui::Order::Tooltip,
-                    ui.id().with("drag"),
-                ));
-                layer.rect_filled(chip, 4.0, Color32::from_rgb(60, 120, 200));
-                layer.text(
-                    chip.center(),
-                    Align2::CENTER_CENTER,
-                    format!("shard {} → drop on a device", shard.index),
-                    FontId::proportional(12.0),
-                    Color32::WHITE,
-                );
-            }
+        if let (Some(s), Some(p)) = (dragging, pointer)
+            && let Ok((_, shard, ..)) = shards.get(s)
+        {
+            let chip = Rect::from_center_size(p, CHIP);
+            let layer = ui.ctx().layer_painter(egui::LayerId::new(
+                egui::Order::Tooltip,
+                ui.id().with("drag"),
+            ));
+            layer.rect_filled(chip, 4.0, Color32::from_rgb(60, 120, 200));
+            layer.text(
+                chip.center(),
+                Align2::CENTER_CENTER,
+                format!("shard {}: drop it on a device", shard.index),
+                FontId::proportional(12.0),
+                Color32::WHITE,
+            );
         }
         // Legend and the latest notices.
         let mut y = area.bottom() - 8.0;
