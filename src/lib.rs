@@ -3,6 +3,8 @@
 //! This crate holds the engines, the tokenizer and sampling, and the command-line front end's
 //! building blocks; `splitter` (its own crate) imports checkpoints and writes shards.
 
+#[cfg(feature = "gui")]
+pub mod app;
 pub mod bench;
 pub mod bench_distributed;
 pub mod coordinator;

@@ -6,6 +6,7 @@ use anyhow::Result;
 use synapse::coordinator::wire::NodeKind;
 use synapse::engine::ShardExecutor;
 use synapse::engine::cpu::CpuShard;
+use synapse::engine::gpu::{GpuContext, GpuOptions, GpuShard};
 use synapse::node::NodeConfig;
 
 /// Which engine a node runs.
@@ -13,6 +14,8 @@ use synapse::node::NodeConfig;
 pub enum Backend {
     /// The plain-Rust reference engine.
     Cpu,
+    /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12; lavapipe without a GPU).
+    Gpu,
 }
 
 /// Arguments of `synapse node`.
@@ -34,21 +37,42 @@ pub struct Args {
 
 /// A node configuration for `backend`, measuring its speed.
 pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeConfig> {
-    let loader: synapse::node::worker::ShardLoader = match backend {
-        Backend::Cpu => Arc::new(|dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
-            Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
-        }),
+    let (loader, adapter): (synapse::node::worker::ShardLoader, String) = match backend {
+        Backend::Cpu => (
+            Arc::new(|dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
+                Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
+            }),
+            format!("CPU ({} threads)", rayon::current_num_threads()),
+        ),
+        Backend::Gpu => {
+            let ctx = GpuContext::new(&GpuOptions::default())?;
+            let adapter = ctx.adapter_name().to_string();
+            (
+                Arc::new(
+                    move |dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
+                        Ok(Box::new(GpuShard::load(ctx.clone(), dir, m, i)?)
+                            as Box<dyn ShardExecutor>)
+                    },
+                ),
+                adapter,
+            )
+        }
     };
     Ok(NodeConfig {
         url,
         name,
         kind: NodeKind::Native,
-        backend: "cpu".into(),
-        adapter: format!("CPU ({} threads)", rayon::current_num_threads()),
+        backend: match backend {
+            Backend::Cpu => "cpu",
+            Backend::Gpu => "gpu",
+        }
+        .into(),
+        adapter,
         memory_bytes: synapse::node::available_memory(),
         cache_dir: synapse::fetch::synapse_home().join("node-cache"),
         model_dir: None,
         loader,
+        // No GPU probe yet: the CPU's speed stands in for a GPU node's in placement.
         gflops: synapse::node::measure_cpu_gflops(),
         stats: Default::default(),
     })

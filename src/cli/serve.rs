@@ -1,4 +1,5 @@
-//! `synapse serve`: the coordinator, headless.
+//! `synapse serve`: the coordinator, headless. [`start`] (the coordinator, its HTTP and
+//! WebSocket server and the local nodes) is shared with `synapse app`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +8,8 @@ use anyhow::Result;
 use synapse::coordinator::http::{StaticDirs, serve};
 use synapse::coordinator::wire::NodeKind;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 use super::node::{Backend, node_config};
 
@@ -50,43 +53,66 @@ pub fn random_token() -> String {
     splitter::write::hex(&b)
 }
 
-pub fn run(args: Args) -> Result<()> {
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
-        let token = args.token.clone().unwrap_or_else(random_token);
-        let mut cfg = CoordinatorConfig::new(dir.clone(), token.clone());
-        cfg.api_key = args.api_key.clone().filter(|k| !k.is_empty());
-        cfg.max_queued = args.max_queued;
-        cfg.max_sessions = args.max_sessions as usize;
-        let coord = Coordinator::new(cfg)?;
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(serve(
-            coord.clone(),
-            StaticDirs::default(),
-            args.addr,
-            bound_tx,
-            async move {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        ));
-        let addr = match bound_rx.await {
-            Ok(a) => a,
-            Err(_) => return server.await?,
-        };
-        println!("Synapse coordinator on http://{addr}");
-        println!("Prompt page:         http://{addr}/");
-        println!(
-            "OpenAI-compatible:   http://{addr}/v1 ({})",
-            if args.api_key.is_some() {
-                "bearer key required"
-            } else {
-                "no key"
-            }
-        );
-        println!("Join from a browser: http://{addr}/node/?token={token}");
-        println!("Join a native node:  synapse node --url 'ws://{addr}/ws?token={token}'");
+/// A running coordinator with its server and local nodes.
+pub struct Host {
+    /// Read by `synapse app` (feature `gui`).
+    #[cfg_attr(not(feature = "gui"), allow(dead_code))]
+    pub coord: Coordinator,
+    pub addr: SocketAddr,
+    pub token: String,
+    pub server: JoinHandle<Result<()>>,
+    stop_server: oneshot::Sender<()>,
+    stop_nodes: watch::Sender<bool>,
+    nodes: Vec<JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+/// Starts the coordinator on `args.model` and its server on `args.addr`; returns once the server
+/// listens. Local nodes start with [`Host::start_local_nodes`], so that a caller can subscribe
+/// to the coordinator's events first and miss none.
+pub async fn start(args: &Args) -> Result<Host> {
+    let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
+    let token = args.token.clone().unwrap_or_else(random_token);
+    let mut cfg = CoordinatorConfig::new(dir.clone(), token.clone());
+    cfg.api_key = args.api_key.clone().filter(|k| !k.is_empty());
+    cfg.max_queued = args.max_queued;
+    cfg.max_sessions = args.max_sessions as usize;
+    let coord = Coordinator::new(cfg)?;
+    let (bound_tx, bound_rx) = oneshot::channel();
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        coord.clone(),
+        StaticDirs::default(),
+        args.addr,
+        bound_tx,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let addr = match bound_rx.await {
+        Ok(a) => a,
+        Err(_) => {
+            server.await??;
+            anyhow::bail!("the server stopped before listening on {}", args.addr);
+        }
+    };
+    let (stop_nodes, _) = watch::channel(false);
+    Ok(Host {
+        coord,
+        addr,
+        token,
+        server,
+        stop_server,
+        stop_nodes,
+        nodes: Vec::new(),
+        dir,
+    })
+}
+
+impl Host {
+    /// Starts `args.local_nodes` nodes in this process, sharing the machine's memory.
+    pub fn start_local_nodes(&mut self, args: &Args) -> Result<()> {
+        let (addr, token) = (self.addr, &self.token);
         for i in 0..args.local_nodes {
             let mut cfg = node_config(
                 format!("ws://{addr}/ws?token={token}"),
@@ -94,18 +120,55 @@ pub fn run(args: Args) -> Result<()> {
                 args.backend,
             )?;
             cfg.kind = NodeKind::Local;
-            cfg.model_dir = Some(dir.clone());
+            cfg.model_dir = Some(self.dir.clone());
             cfg.memory_bytes /= args.local_nodes.max(1) as u64;
-            let stop = stop_rx.clone();
-            tokio::spawn(async move {
+            let stop = self.stop_nodes.subscribe();
+            self.nodes.push(tokio::spawn(async move {
                 if let Err(e) = synapse::node::run(cfg, stop).await {
                     tracing::error!("local node {i}: {e:#}");
                 }
-            });
+            }));
         }
-        let result = server.await?;
-        let _ = stop_tx.send(true);
-        let _ = stop_rx.changed().await;
-        result
+        Ok(())
+    }
+
+    /// Stops the local nodes, then the server; returns the server's result.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop_nodes.send(true);
+        for n in self.nodes {
+            let _ = n.await;
+        }
+        let _ = self.stop_server.send(());
+        self.server.await?
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let mut host = start(&args).await?;
+        host.start_local_nodes(&args)?;
+        let (addr, token) = (host.addr, host.token.clone());
+        println!("Synapse coordinator on http://{addr}");
+        println!("Prompt page:         http://{addr}/");
+        println!(
+            "OpenAI-compatible:   http://{addr}/v1 ({})",
+            if host.coord.config().api_key.is_some() {
+                "bearer key required"
+            } else {
+                "no key"
+            }
+        );
+        println!("Join from a browser: http://{addr}/node/?token={token}");
+        println!("Join a native node:  synapse node --url 'ws://{addr}/ws?token={token}'");
+        let ended = tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            r = &mut host.server => Some(r),
+        };
+        match ended {
+            None => host.shutdown().await,
+            // The server stopped by itself (an error): its result says why.
+            Some(r) => r?,
+        }
     })
 }

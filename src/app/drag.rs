@@ -1,0 +1,133 @@
+//! Dropping a shard on a device: the drop becomes a `MoveShard` command to the coordinator and a
+//! [`PendingDrop`] on the shard until the coordinator answers (`ShardPlaced` to that device, or
+//! `MoveRefused`). A refused drop leaves the shard where it was and says why; the view shows
+//! it snapping back ([`Refused`]).
+
+use bevy::prelude::*;
+
+use super::bridge::{Bridge, CoreCommand, CoreMessage, FromCore};
+use super::devices::Device;
+use super::shards::{HeldBy, Shard, Shards};
+use super::{AppStage, Notices};
+use crate::coordinator::events::Event;
+
+/// The person dropped `shard` on `device` (written by the view, or by tests).
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropShard {
+    pub shard: Entity,
+    pub device: Entity,
+}
+
+/// A drop sent to the coordinator and not yet answered.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingDrop {
+    pub device: Entity,
+}
+
+/// The last drop of this shard was refused: when (app seconds) and why. The view animates the
+/// shard back to its holder for a moment.
+#[derive(Component, Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub at: f64,
+    pub reason: String,
+}
+
+pub(super) fn plugin(app: &mut App) {
+    app.add_message::<DropShard>().add_systems(
+        Update,
+        (send_drops, answer_drops)
+            .chain()
+            .in_set(AppStage::Placement),
+    );
+}
+
+fn send_drops(
+    mut commands: Commands,
+    mut drops: MessageReader<DropShard>,
+    bridge: Option<Res<Bridge>>,
+    shards: Query<(&Shard, Option<&HeldBy>)>,
+    devices: Query<&Device>,
+    mut notices: ResMut<Notices>,
+    time: Res<Time>,
+) {
+    let now = time.elapsed_secs_f64();
+    for d in drops.read() {
+        let Ok((shard, held)) = shards.get(d.shard) else {
+            continue;
+        };
+        let refuse = |commands: &mut Commands, notices: &mut Notices, reason: String| {
+            notices.post(
+                now,
+                true,
+                format!("shard {} not moved: {reason}", shard.index),
+            );
+            commands
+                .entity(d.shard)
+                .remove::<PendingDrop>()
+                .insert(Refused { at: now, reason });
+        };
+        let Ok(device) = devices.get(d.device) else {
+            refuse(&mut commands, &mut notices, "that device is gone".into());
+            continue;
+        };
+        if held.map(|h| h.0) == Some(d.device) {
+            continue;
+        }
+        let sent = bridge.as_ref().is_some_and(|b| {
+            b.send(CoreCommand::MoveShard {
+                shard: shard.index,
+                node: device.node,
+            })
+        });
+        if sent {
+            commands
+                .entity(d.shard)
+                .insert(PendingDrop { device: d.device })
+                .remove::<Refused>();
+        } else {
+            refuse(
+                &mut commands,
+                &mut notices,
+                "the coordinator is not running".into(),
+            );
+        }
+    }
+}
+
+fn answer_drops(
+    mut commands: Commands,
+    mut msgs: MessageReader<FromCore>,
+    index: Res<Shards>,
+    mut notices: ResMut<Notices>,
+    time: Res<Time>,
+) {
+    let now = time.elapsed_secs_f64();
+    for FromCore(m) in msgs.read() {
+        let CoreMessage::Event(e) = m else { continue };
+        match e {
+            Event::ShardPlaced { shard, .. } => {
+                if let Some(&s) = index.0.get(*shard) {
+                    commands.entity(s).remove::<(PendingDrop, Refused)>();
+                }
+            }
+            Event::MoveRefused {
+                shard,
+                node,
+                reason,
+            } => {
+                notices.post(
+                    now,
+                    true,
+                    format!("shard {shard} not moved to node {node}: {reason}"),
+                );
+                if let Some(&s) = index.0.get(*shard) {
+                    commands.entity(s).remove::<PendingDrop>().insert(Refused {
+                        at: now,
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
