@@ -26,11 +26,12 @@ pub struct Args {
     /// Join token nodes must present; a random one is generated when omitted.
     #[arg(long)]
     pub token: Option<String>,
-    /// Native nodes to start inside this process (on this machine's GPU by default).
+    /// Native nodes to start inside this process (on this machine's GPU by default; on the CPU
+    /// engine when the only adapter is a CPU emulation such as lavapipe).
     #[arg(long, default_value_t = 1)]
     pub local_nodes: usize,
     /// Engine of the local nodes.
-    #[arg(long, value_enum, default_value_t = Backend::Gpu)]
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
     /// Bearer token the HTTP API (/v1/*, POST /api/*) requires; open when omitted. Separate
     /// from the nodes' join token.
@@ -63,7 +64,7 @@ impl Default for Args {
             addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             token: None,
             local_nodes: 1,
-            backend: Backend::Gpu,
+            backend: Backend::Auto,
             api_key: None,
             max_queued: 32,
             max_sessions: 16,

@@ -16,6 +16,10 @@ pub enum Backend {
     Cpu,
     /// WGSL compute shaders through wgpu (Vulkan, Metal, DX12; lavapipe without a GPU).
     Gpu,
+    /// The GPU engine on a hardware GPU; the CPU engine when the only adapter is a CPU
+    /// emulation (lavapipe, SwiftShader, WARP), which is far slower than the CPU engine, or when
+    /// no adapter opens.
+    Auto,
 }
 
 /// Arguments of `synapse node`.
@@ -37,6 +41,10 @@ pub struct Args {
 
 /// A node configuration for `backend`, measuring its speed.
 pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeConfig> {
+    let backend = match backend {
+        Backend::Auto => auto_backend(),
+        b => b,
+    };
     let (loader, adapter): (synapse::node::worker::ShardLoader, String) = match backend {
         Backend::Cpu => (
             Arc::new(|dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
@@ -44,7 +52,7 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
             }),
             format!("CPU ({} threads)", rayon::current_num_threads()),
         ),
-        Backend::Gpu => {
+        Backend::Gpu | Backend::Auto => {
             let ctx = GpuContext::new(&GpuOptions::default())?;
             let adapter = ctx.adapter_name().to_string();
             (
@@ -64,7 +72,7 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
         kind: NodeKind::Native,
         backend: match backend {
             Backend::Cpu => "cpu",
-            Backend::Gpu => "gpu",
+            Backend::Gpu | Backend::Auto => "gpu",
         }
         .into(),
         adapter,
@@ -76,6 +84,28 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
         gflops: synapse::node::measure_cpu_gflops(),
         stats: Default::default(),
     })
+}
+
+/// What `Backend::Auto` means on this machine (says which and why in the log).
+fn auto_backend() -> Backend {
+    match GpuContext::new(&GpuOptions::default()) {
+        Ok(ctx) if ctx.adapter_info().device_type != wgpu::DeviceType::Cpu => {
+            tracing::info!("local node on the GPU: {}", ctx.adapter_name());
+            Backend::Gpu
+        }
+        Ok(ctx) => {
+            tracing::info!(
+                "the only GPU adapter is a CPU emulation ({}): the local node runs the CPU engine, \
+                 which is faster there (--backend gpu forces the GPU engine)",
+                ctx.adapter_name()
+            );
+            Backend::Cpu
+        }
+        Err(e) => {
+            tracing::info!("no GPU adapter ({e}): the local node runs the CPU engine");
+            Backend::Cpu
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

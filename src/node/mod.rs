@@ -50,21 +50,23 @@ pub struct NodeConfig {
 enum End {
     /// The coordinator went away: reconnect.
     Lost(anyhow::Error),
+    /// `shutdown` fired; the connection was closed with a close frame.
+    Stopped,
 }
 
+type Shutdown = tokio::sync::watch::Receiver<bool>;
+
 /// Runs the node until the coordinator refuses it (an error) or `shutdown` fires.
-pub async fn run(cfg: NodeConfig, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+pub async fn run(cfg: NodeConfig, mut shutdown: Shutdown) -> Result<()> {
     let worker = Worker::start(cfg.loader.clone(), cfg.stats.clone());
     let mut backoff = Duration::from_millis(250);
     loop {
         let started = Instant::now();
-        let result = tokio::select! {
-            r = connect_once(&cfg, &worker) => r,
-            _ = shutdown.changed() => return Ok(()),
-        };
+        let result = connect_once(&cfg, &worker, &mut shutdown).await;
         worker.send(Job::Reset);
         match result {
             Ok(End::Lost(e)) => tracing::warn!(node = %cfg.name, "lost the coordinator: {e:#}"),
+            Ok(End::Stopped) => return Ok(()),
             Err(e) => return Err(e),
         }
         if started.elapsed() > Duration::from_secs(10) {
@@ -96,11 +98,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// One connection: Ok(End) when it should be retried, Err when the node must stop (the
 /// coordinator refused the join token). Anything that goes wrong on an open connection (a
 /// malformed message included) drops that connection and the node reconnects.
-async fn connect_once(cfg: &NodeConfig, worker: &Worker) -> Result<End> {
+async fn connect_once(cfg: &NodeConfig, worker: &Worker, shutdown: &mut Shutdown) -> Result<End> {
     use tokio_tungstenite::tungstenite::Error as WsError;
     // No Nagle: a step's small frames must not wait for the previous one's acknowledgement.
     let connect = tokio_tungstenite::connect_async_with_config(cfg.url.as_str(), None, true);
-    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+    let connected = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, connect) => r,
+        _ = shutdown.changed() => return Ok(End::Stopped),
+    };
+    let ws = match connected {
         Err(_) => {
             return Ok(End::Lost(anyhow!(
                 "connecting to {} timed out after {CONNECT_TIMEOUT:?}",
@@ -120,17 +126,34 @@ async fn connect_once(cfg: &NodeConfig, worker: &Worker) -> Result<End> {
             ));
         }
     };
-    Ok(End::Lost(serve_connection(cfg, worker, ws).await))
+    Ok(serve_connection(cfg, worker, ws, shutdown).await)
 }
 
-/// Says hello and serves the coordinator's messages until the connection fails; returns why.
+/// Says hello and serves the coordinator's messages until the connection fails (returns why)
+/// or `shutdown` fires (sends a close frame first, so the coordinator sees a clean leave).
 async fn serve_connection(
     cfg: &NodeConfig,
     worker: &Worker,
     ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
-) -> anyhow::Error {
+    shutdown: &mut Shutdown,
+) -> End {
+    match serve_until_lost(cfg, worker, ws, shutdown).await {
+        Some(e) => End::Lost(e),
+        None => End::Stopped,
+    }
+}
+
+/// The connection's loop: `Some(why)` when it failed, `None` after a clean close on shutdown.
+async fn serve_until_lost(
+    cfg: &NodeConfig,
+    worker: &Worker,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    shutdown: &mut Shutdown,
+) -> Option<anyhow::Error> {
     let (mut sink, mut stream) = ws.split();
     let hello = NodeMessage::Hello {
         version: CONTROL_VERSION,
@@ -144,14 +167,18 @@ async fn serve_connection(
     let hello = serde_json::to_string(&hello).expect("serialises");
     match tokio::time::timeout(CONNECT_TIMEOUT, sink.send(Message::text(hello))).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return anyhow!(e).context("sending `hello`"),
-        Err(_) => return anyhow!("sending `hello` timed out after {CONNECT_TIMEOUT:?}"),
+        Ok(Err(e)) => return Some(anyhow!(e).context("sending `hello`")),
+        Err(_) => {
+            return Some(anyhow!(
+                "sending `hello` timed out after {CONNECT_TIMEOUT:?}"
+            ));
+        }
     }
     // Everything the node sends goes through one channel so background tasks can report.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
     let base = match http_base(&cfg.url) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return Some(e),
     };
     let client = reqwest::Client::new();
     let limits = Limits::default();
@@ -162,13 +189,13 @@ async fn serve_connection(
             msg = out_rx.recv() => {
                 let Some(msg) = msg else { continue };
                 if let Err(e) = sink.send(msg).await {
-                    return e.into();
+                    return Some(e.into());
                 }
             }
             incoming = stream.next() => {
                 let msg = match incoming {
-                    None => return anyhow!("connection closed"),
-                    Some(Err(e)) => return e.into(),
+                    None => return Some(anyhow!("connection closed")),
+                    Some(Err(e)) => return Some(e.into()),
                     Some(Ok(m)) => m,
                 };
                 let handled = match msg {
@@ -179,8 +206,13 @@ async fn serve_connection(
                 };
                 if let Err(e) = handled {
                     let _ = sink.send(Message::Close(None)).await;
-                    return e;
+                    return Some(e);
                 }
+            }
+            _ = shutdown.changed() => {
+                let _ = sink.send(Message::Close(None)).await;
+                let _ = sink.flush().await;
+                return None;
             }
         }
     }
