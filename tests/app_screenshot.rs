@@ -102,9 +102,10 @@ fn the_app_renders_a_running_pipeline_to_a_png() {
         .arg(&model)
         .args([
             "--prompt",
-            "The three most useful things to pack for a long hike are",
+            // A long greedy continuation, so the generation is still running at the capture.
+            "Counting from 1 to 1000: 1, 2, 3, 4, 5,",
         ])
-        .args(["--max-tokens", "4000", "--exit-after", "45"])
+        .args(["--max-tokens", "4000", "--exit-after", "30"])
         .arg("--screenshot")
         .arg(&shot)
         .env("DISPLAY", &x.display)
@@ -124,6 +125,10 @@ fn the_app_renders_a_running_pipeline_to_a_png() {
         "no token was generated before the screenshot:\n{log}"
     );
     assert!(log.contains("screenshot saved"), "{log}");
+    assert!(
+        log.contains("capturing the window: generation running"),
+        "the screenshot must show a generation in progress:\n{log}"
+    );
     let (colours, w, h) = png_stats(&shot);
     assert_eq!((w, h), (1280, 800), "the window's size");
     assert!(

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 
+use super::prompt::PromptPanel;
 use super::window::WindowOptions;
 
 /// Seconds to wait for a requested screenshot before giving up.
@@ -42,6 +43,7 @@ fn capture_and_exit(
     mut commands: Commands,
     mut cap: ResMut<Capture>,
     time: Res<Time<Real>>,
+    panel: Option<Res<PromptPanel>>,
     mut exit: MessageWriter<AppExit>,
 ) {
     let now = time.elapsed_secs_f64();
@@ -54,6 +56,14 @@ fn capture_and_exit(
     };
     match cap.requested {
         None => {
+            // Say what the picture shows: tests (and bug reports) rely on it.
+            match panel.as_deref() {
+                Some(p) if p.running.is_some() => info!(
+                    "capturing the window: generation running, {} tokens so far",
+                    p.generated
+                ),
+                _ => info!("capturing the window: no generation running"),
+            }
             let result = cap.result.clone();
             commands.spawn(Screenshot::primary_window()).observe(
                 move |shot: On<ScreenshotCaptured>| {
