@@ -467,3 +467,13 @@ fn int8_quantize_and_dequantize_per_syn1() {
     let got = g.dequantize_int8(&q, &scales, cols).unwrap();
     common::assert_close("int8 dequantize", &got, &want, 0.0, 0.0);
 }
+
+/// The speed probe a GPU node reports: a finite, positive rate, within what any device can do
+/// (lavapipe here manages about 0.5 GFLOP/s; no device reaches 1e6).
+#[test]
+fn speed_probe_reports_a_plausible_rate() {
+    let mut g = ops_on(context());
+    let gflops = g.measure_gflops().expect("the probe runs");
+    eprintln!("{}: {gflops:.2} GFLOP/s", g.context().adapter_name());
+    assert!(gflops.is_finite() && gflops > 1e-3 && gflops < 1e6, "{gflops}");
+}

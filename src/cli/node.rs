@@ -6,7 +6,7 @@ use anyhow::Result;
 use synapse::coordinator::wire::NodeKind;
 use synapse::engine::ShardExecutor;
 use synapse::engine::cpu::CpuShard;
-use synapse::engine::gpu::{GpuContext, GpuOptions, GpuShard};
+use synapse::engine::gpu::{GpuContext, GpuOps, GpuOptions, GpuShard};
 use synapse::node::NodeConfig;
 
 /// Which engine a node runs.
@@ -45,6 +45,7 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
         Backend::Auto => auto_backend(),
         b => b,
     };
+    let mut gflops = None;
     let (loader, adapter): (synapse::node::worker::ShardLoader, String) = match backend {
         Backend::Cpu => (
             Arc::new(|dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
@@ -55,6 +56,15 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
         Backend::Gpu | Backend::Auto => {
             let ctx = GpuContext::new(&GpuOptions::default())?;
             let adapter = ctx.adapter_name().to_string();
+            match GpuOps::new(ctx.clone()).measure_gflops() {
+                Ok(g) => {
+                    tracing::info!("{adapter}: {g:.1} GFLOP/s on a matrix-vector product");
+                    gflops = Some(g);
+                }
+                Err(e) => {
+                    tracing::warn!("measuring {adapter}'s speed failed ({e}); reporting the CPU's")
+                }
+            }
             (
                 Arc::new(
                     move |dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
@@ -80,8 +90,7 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
         cache_dir: synapse::fetch::synapse_home().join("node-cache"),
         model_dir: None,
         loader,
-        // No GPU probe yet: the CPU's speed stands in for a GPU node's in placement.
-        gflops: synapse::node::measure_cpu_gflops(),
+        gflops: gflops.unwrap_or_else(synapse::node::measure_cpu_gflops),
         stats: Default::default(),
     })
 }

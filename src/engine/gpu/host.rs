@@ -62,6 +62,55 @@ impl GpuOps {
         Ok(out)
     }
 
+    /// This device's matrix-vector speed in GFLOP/s, the shape of a decode step: one 2048 x 2048
+    /// f16 matrix uploaded once, then 16 matvec dispatches in one submission, timed to
+    /// completion (after a warm-up that builds the pipeline). Nodes report it for placement.
+    pub fn measure_gflops(&mut self) -> Result<f64, EngineError> {
+        const N: usize = 2048;
+        const REPS: usize = 16;
+        let ctx = self.ctx.clone();
+        let w: Vec<f16> = (0..N * N)
+            .map(|i| f16::from_f32(((i % 31) as f32 - 15.0) / 64.0))
+            .collect();
+        let x: Vec<f32> = (0..N).map(|i| (i % 7) as f32 / 7.0).collect();
+        let xb = storage_init(&ctx, "probe x", bytes(&x));
+        let wm = GpuMatrix::upload(&ctx, "probe w", &w, N, N)?;
+        let out = storage(&ctx, "probe out", (N * 4) as u64);
+        let io = MatmulIo {
+            x: &xb,
+            x_row: 0,
+            t: 1,
+            gated: false,
+            norm: None,
+            out: &out,
+            out_stride: N,
+            out_col: 0,
+        };
+        let mut secs = 0.0;
+        for reps in [1, REPS] {
+            let mut rec = Recorder::default();
+            for _ in 0..reps {
+                ops::matmul(
+                    &mut rec,
+                    &ctx,
+                    "probe",
+                    &io,
+                    &wm,
+                    None,
+                    Epilogue {
+                        gelu: false,
+                        accumulate: false,
+                    },
+                    MatmulKernel::Vec,
+                );
+            }
+            let started = std::time::Instant::now();
+            self.run(rec, &out, 1)?;
+            secs = started.elapsed().as_secs_f64();
+        }
+        Ok(2.0 * (N * N * REPS) as f64 / secs.max(1e-9) / 1e9)
+    }
+
     /// Token (and position) embedding: `(T, C)`.
     pub fn embed(
         &mut self,
