@@ -475,5 +475,8 @@ fn speed_probe_reports_a_plausible_rate() {
     let mut g = ops_on(context());
     let gflops = g.measure_gflops().expect("the probe runs");
     eprintln!("{}: {gflops:.2} GFLOP/s", g.context().adapter_name());
-    assert!(gflops.is_finite() && gflops > 1e-3 && gflops < 1e6, "{gflops}");
+    assert!(
+        gflops.is_finite() && gflops > 1e-3 && gflops < 1e6,
+        "{gflops}"
+    );
 }
