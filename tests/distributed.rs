@@ -1,7 +1,8 @@
 //! The coordinator with native nodes on loopback (ports chosen by the OS), on the real default
 //! model: greedy output identical to the single-process CPU engine for 2 and 3 shards, failover
-//! when a node dies mid-generation, concurrent generations with every cache freed, and hostile
-//! node connections refused without disturbing the others.
+//! when a node dies mid-generation, a shard moved mid-generation without losing or repeating a
+//! token, concurrent generations over the default (RICE) wire with every cache freed, and
+//! hostile node connections refused without disturbing the others.
 
 mod common;
 
@@ -37,8 +38,10 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// With the coordinator's default wire encoding (RICE).
     async fn start(model_dir: &Path) -> Cluster {
-        Self::start_with(model_dir, WireEncoding::Int8).await
+        let default = CoordinatorConfig::new(model_dir.to_path_buf(), TOKEN.into()).encoding;
+        Self::start_with(model_dir, default).await
     }
 
     async fn start_with(model_dir: &Path, encoding: WireEncoding) -> Cluster {
@@ -228,7 +231,8 @@ async fn killing_a_node_mid_generation_fails_over_without_losing_a_token() {
     let want = reference_ids(16);
     let tmp = tempfile::tempdir().unwrap();
     let dir = split_default(tmp.path(), 2);
-    let cluster = Cluster::start(&dir).await;
+    // int8 hops: the failover also exercises the node's engine-quantized int8 output.
+    let cluster = Cluster::start_with(&dir, WireEncoding::Int8).await;
     let _a = cluster.node("a", Some(&dir), tmp.path());
     let b = cluster.node("b", Some(&dir), tmp.path());
     cluster.wait_complete(2).await;
@@ -412,6 +416,7 @@ async fn moving_a_shard_mid_generation_loses_and_repeats_no_token() {
 async fn four_concurrent_generations_complete_and_free_every_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = split_default(tmp.path(), 3);
+    // The default encoding (RICE) end to end: solo and concurrent runs must agree exactly.
     let cluster = Arc::new(Cluster::start(&dir).await);
     let a = cluster.node("a", Some(&dir), tmp.path());
     let b = cluster.node("b", Some(&dir), tmp.path());
@@ -439,6 +444,11 @@ async fn four_concurrent_generations_complete_and_free_every_cache() {
         assert_eq!(&t.await.unwrap(), want);
     }
     assert_ne!(alone[0], alone[1]);
+    assert!(
+        alone[0].1.starts_with(" Paris"),
+        "RICE hops keep the answer: {:?}",
+        alone[0].1
+    );
     // Caches are freed once the sessions close.
     for _ in 0..100 {
         if a.stats.open_sessions.load(Ordering::Relaxed)
