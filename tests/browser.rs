@@ -9,24 +9,23 @@
 
 mod common;
 
+use common::cluster::Server;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use synapse::coordinator::events::Event;
-use synapse::coordinator::http::{StaticDirs, serve, status_json};
+use synapse::coordinator::http::status_json;
 use synapse::coordinator::session::GenerateEvent;
-use synapse::coordinator::wire::{NodeKind, WireEncoding};
+use synapse::coordinator::wire::WireEncoding;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
 use synapse::engine::ShardExecutor;
 use synapse::engine::cpu::CpuShard;
 use synapse::model::ModelDir;
-use synapse::node::NodeConfig;
-use synapse::node::worker::NodeStats;
 use synapse::sampling::SamplingParams;
 use tokio::sync::watch;
 
@@ -135,51 +134,22 @@ struct Cluster {
 
 impl Cluster {
     async fn start(model_dir: &Path, encoding: WireEncoding) -> Cluster {
-        common::init_logging();
         let mut cfg = CoordinatorConfig::new(model_dir.to_path_buf(), TOKEN.into());
         cfg.encoding = encoding;
         cfg.step_timeout = Duration::from_secs(60);
         cfg.pipeline_timeout = Duration::from_secs(120);
-        let coord = Coordinator::new(cfg).unwrap();
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        tokio::spawn(serve(
-            coord.clone(),
-            StaticDirs::default(),
-            addr,
-            bound_tx,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let addr = bound_rx.await.unwrap();
+        let Server { coord, addr, stop } = common::cluster::serve_coordinator(cfg).await;
         Cluster {
             coord,
             addr,
-            _stop: stop_tx,
+            _stop: stop,
         }
     }
 
+    /// A native CPU node named `native` reading `dir`; it stops when the sender is dropped.
     fn native_node(&self, dir: &Path) -> watch::Sender<bool> {
-        let cfg = NodeConfig {
-            url: format!("ws://{}/ws?token={TOKEN}", self.addr),
-            name: "native".into(),
-            kind: NodeKind::Native,
-            backend: "cpu".into(),
-            adapter: "test CPU".into(),
-            memory_bytes: 4 << 30,
-            cache_dir: dir.to_path_buf(),
-            model_dir: Some(dir.to_path_buf()),
-            loader: Arc::new(|dir: &Path, m: &splitter::Manifest, i: usize| {
-                Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
-            }),
-            gflops: 1.0,
-            stats: Arc::new(NodeStats::default()),
-        };
-        let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(synapse::node::run(cfg, stop_rx));
-        stop
+        let url = format!("ws://{}/ws?token={TOKEN}", self.addr);
+        common::cluster::cpu_node(url, "native", Some(dir), dir).stop
     }
 
     fn status(&self) -> serde_json::Value {

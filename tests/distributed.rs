@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::cluster::{CpuNode, Server, cpu_node};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,17 +16,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use synapse::coordinator::events::Event;
-use synapse::coordinator::http::{StaticDirs, serve};
 use synapse::coordinator::session::GenerateEvent;
-use synapse::coordinator::wire::{NodeKind, WireEncoding};
+use synapse::coordinator::wire::WireEncoding;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
-use synapse::engine::ShardExecutor;
-use synapse::engine::cpu::CpuShard;
 use synapse::model::ModelDir;
-use synapse::node::NodeConfig;
-use synapse::node::worker::NodeStats;
 use synapse::sampling::SamplingParams;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 const PROMPT: &str = "The capital of France is";
@@ -45,29 +41,15 @@ impl Cluster {
     }
 
     async fn start_with(model_dir: &Path, encoding: WireEncoding) -> Cluster {
-        common::init_logging();
         let mut cfg = CoordinatorConfig::new(model_dir.to_path_buf(), TOKEN.into());
         cfg.encoding = encoding;
         cfg.step_timeout = Duration::from_secs(30);
         cfg.pipeline_timeout = Duration::from_secs(60);
-        let coord = Coordinator::new(cfg).unwrap();
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        tokio::spawn(serve(
-            coord.clone(),
-            StaticDirs::default(),
-            addr,
-            bound_tx,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let addr = bound_rx.await.unwrap();
+        let Server { coord, addr, stop } = common::cluster::serve_coordinator(cfg).await;
         Cluster {
             coord,
             addr,
-            _stop: stop_tx,
+            _stop: stop,
         }
     }
 
@@ -76,8 +58,8 @@ impl Cluster {
     }
 
     /// Starts a CPU node; `model_dir` lets it skip downloads, `None` makes it download.
-    fn node(&self, name: &str, model_dir: Option<&Path>, cache: &Path) -> NodeHandle {
-        node_with(self.url(TOKEN), name, model_dir, cache)
+    fn node(&self, name: &str, model_dir: Option<&Path>, cache: &Path) -> CpuNode {
+        cpu_node(self.url(TOKEN), name, model_dir, cache)
     }
 
     /// Waits until `nodes` nodes are connected, each holding a shard, and the pipeline is complete.
@@ -127,41 +109,6 @@ impl Cluster {
         }
         panic!("no `done` line in {text}");
     }
-}
-
-struct NodeHandle {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    stats: Arc<NodeStats>,
-}
-
-fn node_with(url: String, name: &str, model_dir: Option<&Path>, cache: &Path) -> NodeHandle {
-    let stats = Arc::new(NodeStats::default());
-    let cfg = NodeConfig {
-        url,
-        name: name.into(),
-        kind: NodeKind::Native,
-        backend: "cpu".into(),
-        adapter: "test CPU".into(),
-        memory_bytes: 4 << 30,
-        cache_dir: cache.to_path_buf(),
-        model_dir: model_dir.map(Path::to_path_buf),
-        loader: Arc::new(|dir: &Path, m: &splitter::Manifest, i: usize| {
-            Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
-        }),
-        gflops: 1.0,
-        stats: stats.clone(),
-    };
-    let (stop, stop_rx) = watch::channel(false);
-    let name = name.to_string();
-    let task = tokio::spawn(async move {
-        let result = synapse::node::run(cfg, stop_rx).await;
-        if let Err(e) = &result {
-            tracing::error!("node {name} stopped: {e:#}");
-        }
-        result
-    });
-    NodeHandle { stop, task, stats }
 }
 
 fn status_sessions_closed(cluster: &Cluster) -> bool {
@@ -524,7 +471,7 @@ async fn hostile_nodes_are_refused_and_others_keep_working() {
             other => panic!("expected 401, got {other:?}"),
         }
     }
-    let bad = node_with(cluster.url("wrong"), "bad", Some(&dir), tmp.path());
+    let bad = cpu_node(cluster.url("wrong"), "bad", Some(&dir), tmp.path());
     let err = tokio::time::timeout(Duration::from_secs(10), bad.task)
         .await
         .unwrap()

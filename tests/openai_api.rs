@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::cluster::Server;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,14 +17,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use synapse::coordinator::events::Event;
-use synapse::coordinator::http::{StaticDirs, serve, status_json};
+use synapse::coordinator::http::status_json;
 use synapse::coordinator::openai::template::{ChatTemplate, TemplateMessage};
-use synapse::coordinator::wire::{NodeKind, WireEncoding};
+use synapse::coordinator::wire::WireEncoding;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
-use synapse::engine::ShardExecutor;
-use synapse::engine::cpu::CpuShard;
 use synapse::model::ModelDir;
-use synapse::node::NodeConfig;
 use synapse::node::worker::NodeStats;
 use synapse::sampling::SamplingParams;
 use tokio::sync::watch;
@@ -41,32 +40,18 @@ struct Cluster {
 impl Cluster {
     /// A coordinator (f32 activations, so output is the CPU engine's to the bit) with the API key.
     async fn start(max_sessions: usize, max_queued: usize) -> Cluster {
-        common::init_logging();
         let mut cfg = CoordinatorConfig::new(common::default_model(), JOIN.into());
         cfg.encoding = WireEncoding::F32;
         cfg.step_timeout = Duration::from_secs(60);
         cfg.api_key = Some(KEY.into());
         cfg.max_sessions = max_sessions;
         cfg.max_queued = max_queued;
-        let coord = Coordinator::new(cfg).unwrap();
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        tokio::spawn(serve(
-            coord.clone(),
-            StaticDirs::default(),
-            addr,
-            bound_tx,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let addr = bound_rx.await.unwrap();
+        let Server { coord, addr, stop } = common::cluster::serve_coordinator(cfg).await;
         Cluster {
             coord,
             addr,
             nodes: Vec::new(),
-            _stop: stop_tx,
+            _stop: stop,
         }
     }
 
@@ -79,24 +64,9 @@ impl Cluster {
         let mut events = self.coord.subscribe();
         let dir = common::default_model();
         for i in 0..n {
-            let stats = Arc::new(NodeStats::default());
-            let cfg = NodeConfig {
-                url: format!("ws://{}/ws?token={JOIN}", self.addr),
-                name: format!("cpu-{i}"),
-                kind: NodeKind::Native,
-                backend: "cpu".into(),
-                adapter: "test CPU".into(),
-                memory_bytes: 4 << 30,
-                cache_dir: dir.clone(),
-                model_dir: Some(dir.clone()),
-                loader: Arc::new(|dir: &Path, m: &splitter::Manifest, i: usize| {
-                    Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
-                }),
-                gflops: 1.0,
-                stats: stats.clone(),
-            };
-            let (stop, stop_rx) = watch::channel(false);
-            tokio::spawn(synapse::node::run(cfg, stop_rx));
+            let url = format!("ws://{}/ws?token={JOIN}", self.addr);
+            let node = common::cluster::cpu_node(url, &format!("cpu-{i}"), Some(&dir), &dir);
+            let (stop, stats) = (node.stop, node.stats);
             self.nodes.push((stop, stats));
         }
         for _ in 0..1200 {

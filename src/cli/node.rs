@@ -41,20 +41,21 @@ pub struct Args {
 
 /// A node configuration for `backend`, measuring its speed.
 pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeConfig> {
-    let backend = match backend {
-        Backend::Auto => auto_backend(),
-        b => b,
+    // The GPU device the node runs on, opened once; `None` runs the CPU engine.
+    let gpu = match backend {
+        Backend::Cpu => None,
+        Backend::Gpu => Some(GpuContext::new(&GpuOptions::default())?),
+        Backend::Auto => auto_gpu(),
     };
     let mut gflops = None;
-    let (loader, adapter): (synapse::node::worker::ShardLoader, String) = match backend {
-        Backend::Cpu => (
+    let (loader, adapter): (synapse::node::worker::ShardLoader, String) = match gpu.clone() {
+        None => (
             Arc::new(|dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
                 Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
             }),
             format!("CPU ({} threads)", rayon::current_num_threads()),
         ),
-        Backend::Gpu | Backend::Auto => {
-            let ctx = GpuContext::new(&GpuOptions::default())?;
+        Some(ctx) => {
             let adapter = ctx.adapter_name().to_string();
             match GpuOps::new(ctx.clone()).measure_gflops() {
                 Ok(g) => {
@@ -80,11 +81,7 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
         url,
         name,
         kind: NodeKind::Native,
-        backend: match backend {
-            Backend::Cpu => "cpu",
-            Backend::Gpu | Backend::Auto => "gpu",
-        }
-        .into(),
+        backend: if gpu.is_some() { "gpu" } else { "cpu" }.into(),
         adapter,
         memory_bytes: synapse::node::available_memory(),
         cache_dir: synapse::fetch::synapse_home().join("node-cache"),
@@ -95,12 +92,13 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
     })
 }
 
-/// What `Backend::Auto` means on this machine (says which and why in the log).
-fn auto_backend() -> Backend {
+/// The device `Backend::Auto` runs on: a hardware GPU, or `None` (the CPU engine) when the only
+/// adapter is a CPU emulation or none opens. Says which and why in the log.
+fn auto_gpu() -> Option<Arc<GpuContext>> {
     match GpuContext::new(&GpuOptions::default()) {
         Ok(ctx) if ctx.adapter_info().device_type != wgpu::DeviceType::Cpu => {
             tracing::info!("local node on the GPU: {}", ctx.adapter_name());
-            Backend::Gpu
+            Some(ctx)
         }
         Ok(ctx) => {
             tracing::info!(
@@ -108,11 +106,11 @@ fn auto_backend() -> Backend {
                  which is faster there (--backend gpu forces the GPU engine)",
                 ctx.adapter_name()
             );
-            Backend::Cpu
+            None
         }
         Err(e) => {
             tracing::info!("no GPU adapter ({e}): the local node runs the CPU engine");
-            Backend::Cpu
+            None
         }
     }
 }

@@ -129,8 +129,9 @@ async fn connect_once(cfg: &NodeConfig, worker: &Worker, shutdown: &mut Shutdown
     Ok(serve_connection(cfg, worker, ws, shutdown).await)
 }
 
-/// Says hello and serves the coordinator's messages until the connection fails (returns why)
-/// or `shutdown` fires (sends a close frame first, so the coordinator sees a clean leave).
+/// Says hello and serves the coordinator's messages until the connection fails (`Lost` with
+/// why) or `shutdown` fires (`Stopped`, after a close frame so the coordinator sees a clean
+/// leave).
 async fn serve_connection(
     cfg: &NodeConfig,
     worker: &Worker,
@@ -139,21 +140,6 @@ async fn serve_connection(
     >,
     shutdown: &mut Shutdown,
 ) -> End {
-    match serve_until_lost(cfg, worker, ws, shutdown).await {
-        Some(e) => End::Lost(e),
-        None => End::Stopped,
-    }
-}
-
-/// The connection's loop: `Some(why)` when it failed, `None` after a clean close on shutdown.
-async fn serve_until_lost(
-    cfg: &NodeConfig,
-    worker: &Worker,
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    shutdown: &mut Shutdown,
-) -> Option<anyhow::Error> {
     let (mut sink, mut stream) = ws.split();
     let hello = NodeMessage::Hello {
         version: CONTROL_VERSION,
@@ -167,9 +153,9 @@ async fn serve_until_lost(
     let hello = serde_json::to_string(&hello).expect("serialises");
     match tokio::time::timeout(CONNECT_TIMEOUT, sink.send(Message::text(hello))).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Some(anyhow!(e).context("sending `hello`")),
+        Ok(Err(e)) => return End::Lost(anyhow!(e).context("sending `hello`")),
         Err(_) => {
-            return Some(anyhow!(
+            return End::Lost(anyhow!(
                 "sending `hello` timed out after {CONNECT_TIMEOUT:?}"
             ));
         }
@@ -178,7 +164,7 @@ async fn serve_until_lost(
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
     let base = match http_base(&cfg.url) {
         Ok(b) => b,
-        Err(e) => return Some(e),
+        Err(e) => return End::Lost(e),
     };
     let client = reqwest::Client::new();
     let limits = Limits::default();
@@ -189,13 +175,13 @@ async fn serve_until_lost(
             msg = out_rx.recv() => {
                 let Some(msg) = msg else { continue };
                 if let Err(e) = sink.send(msg).await {
-                    return Some(e.into());
+                    return End::Lost(e.into());
                 }
             }
             incoming = stream.next() => {
                 let msg = match incoming {
-                    None => return Some(anyhow!("connection closed")),
-                    Some(Err(e)) => return Some(e.into()),
+                    None => return End::Lost(anyhow!("connection closed")),
+                    Some(Err(e)) => return End::Lost(e.into()),
                     Some(Ok(m)) => m,
                 };
                 let handled = match msg {
@@ -206,13 +192,13 @@ async fn serve_until_lost(
                 };
                 if let Err(e) = handled {
                     let _ = sink.send(Message::Close(None)).await;
-                    return Some(e);
+                    return End::Lost(e);
                 }
             }
             _ = shutdown.changed() => {
                 let _ = sink.send(Message::Close(None)).await;
                 let _ = sink.flush().await;
-                return None;
+                return End::Stopped;
             }
         }
     }

@@ -3,6 +3,8 @@
 //! that reports the largest error and where it is.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -24,20 +24,6 @@ pub struct Activ<'a> {
     pub acc: &'a wgpu::Buffer,
 }
 
-/// What a block's products read and write.
-fn io<'b>(x: &'b wgpu::Buffer, out: &'b wgpu::Buffer, t: usize, width: usize) -> MatmulIo<'b> {
-    MatmulIo {
-        x,
-        x_row: 0,
-        t,
-        gated: false,
-        norm: None,
-        out,
-        out_stride: width,
-        out_col: 0,
-    }
-}
-
 /// The input of a product that starts with `norm`: x read through the norm (fused), or the
 /// norm recorded as its own dispatch into `a` first.
 #[allow(clippy::too_many_arguments)]
@@ -54,13 +40,13 @@ fn normed<'b>(
     if fuse {
         MatmulIo {
             norm: Some(norm),
-            ..io(buf.x, out, t, width)
+            ..MatmulIo::plain(buf.x, out, t, width)
         }
     } else {
         ops::norm(
             rec, ctx, norm.kind, buf.x, 0, t, norm.w, norm.b, norm.eps, buf.a,
         );
-        io(buf.a, out, t, width)
+        MatmulIo::plain(buf.a, out, t, width)
     }
 }
 
@@ -134,7 +120,7 @@ pub fn record_layer(
         rec,
         ctx,
         "matmul.o",
-        &io(buf.att, buf.x, t, c),
+        &MatmulIo::plain(buf.att, buf.x, t, c),
         &layer.o,
         layer.o_b.as_ref(),
         residual,
@@ -166,7 +152,7 @@ pub fn record_layer(
         "matmul.down",
         &MatmulIo {
             gated: arch == Architecture::Llama,
-            ..io(buf.h, buf.x, t, c)
+            ..MatmulIo::plain(buf.h, buf.x, t, c)
         },
         &layer.down,
         layer.down_b.as_ref(),

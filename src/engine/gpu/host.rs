@@ -76,20 +76,11 @@ impl GpuOps {
         let xb = storage_init(&ctx, "probe x", bytes(&x));
         let wm = GpuMatrix::upload(&ctx, "probe w", &w, N, N)?;
         let out = storage(&ctx, "probe out", (N * 4) as u64);
-        let io = MatmulIo {
-            x: &xb,
-            x_row: 0,
-            t: 1,
-            gated: false,
-            norm: None,
-            out: &out,
-            out_stride: N,
-            out_col: 0,
-        };
-        let mut secs = 0.0;
-        for reps in [1, REPS] {
+        let io = MatmulIo::plain(&xb, &out, 1, N);
+        let record = |reps: usize| {
             let mut rec = Recorder::default();
             for _ in 0..reps {
+                let plain = Epilogue::default();
                 ops::matmul(
                     &mut rec,
                     &ctx,
@@ -97,17 +88,16 @@ impl GpuOps {
                     &io,
                     &wm,
                     None,
-                    Epilogue {
-                        gelu: false,
-                        accumulate: false,
-                    },
+                    plain,
                     MatmulKernel::Vec,
                 );
             }
-            let started = std::time::Instant::now();
-            self.run(rec, &out, 1)?;
-            secs = started.elapsed().as_secs_f64();
-        }
+            rec
+        };
+        self.run(record(1), &out, 1)?; // warm-up: builds the pipeline
+        let started = std::time::Instant::now();
+        self.run(record(REPS), &out, 1)?;
+        let secs = started.elapsed().as_secs_f64();
         Ok(2.0 * (N * N * REPS) as f64 / secs.max(1e-9) / 1e9)
     }
 
@@ -200,16 +190,7 @@ impl GpuOps {
             None => storage(&ctx, "out", (t * n * 4) as u64),
         };
         let mut rec = Recorder::default();
-        let io = MatmulIo {
-            x: &xb,
-            x_row: 0,
-            t,
-            gated: false,
-            norm: None,
-            out: &out,
-            out_stride: n,
-            out_col: 0,
-        };
+        let io = MatmulIo::plain(&xb, &out, t, n);
         let epilogue = Epilogue {
             gelu,
             accumulate: acc.is_some(),
@@ -250,10 +231,6 @@ impl GpuOps {
         let out = storage(&ctx, "out", (t * n * 4) as u64);
         let mut rec = Recorder::default();
         let io = MatmulIo {
-            x: &xb,
-            x_row: 0,
-            t,
-            gated: false,
             norm: Some(ops::InputNorm {
                 kind: if nb.is_some() {
                     NormKind::Layer
@@ -264,9 +241,7 @@ impl GpuOps {
                 b: nb.as_ref(),
                 eps,
             }),
-            out: &out,
-            out_stride: n,
-            out_col: 0,
+            ..MatmulIo::plain(&xb, &out, t, n)
         };
         ops::matmul(
             &mut rec,
@@ -298,14 +273,8 @@ impl GpuOps {
         let out = storage(&ctx, "out", (t * n * 4) as u64);
         let mut rec = Recorder::default();
         let io = MatmulIo {
-            x: &xb,
-            x_row: 0,
-            t,
             gated: true,
-            norm: None,
-            out: &out,
-            out_stride: n,
-            out_col: 0,
+            ..MatmulIo::plain(&xb, &out, t, n)
         };
         ops::matmul(
             &mut rec,

@@ -496,14 +496,8 @@ impl GpuShard {
         logits: &wgpu::Buffer,
     ) {
         let io = MatmulIo {
-            x: a,
             x_row: r0,
-            t: g,
-            gated: false,
-            norm: None,
-            out: logits,
-            out_stride: self.cfg.vocab_size,
-            out_col: 0,
+            ..MatmulIo::plain(a, logits, g, self.cfg.vocab_size)
         };
         ops::matmul(
             rec,

@@ -77,6 +77,22 @@ pub struct MatmulIo<'a> {
     pub out_col: usize,
 }
 
+impl<'a> MatmulIo<'a> {
+    /// `t` rows of `x` from row 0, un-normalised and not gated, into `out` rows `width` wide.
+    pub fn plain(x: &'a wgpu::Buffer, out: &'a wgpu::Buffer, t: usize, width: usize) -> Self {
+        MatmulIo {
+            x,
+            x_row: 0,
+            t,
+            gated: false,
+            norm: None,
+            out,
+            out_stride: width,
+            out_col: 0,
+        }
+    }
+}
+
 /// `out (T, N) [+]= x (T, K) @ w (N, K)^T [+ bias] [gelu]`, one dispatch per weight chunk.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(

@@ -1,0 +1,81 @@
+//! An in-process coordinator serving on an OS-chosen loopback port, and native CPU nodes
+//! joining it: what the distributed, browser and API tests start from.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use synapse::coordinator::http::{StaticDirs, serve};
+use synapse::coordinator::wire::NodeKind;
+use synapse::coordinator::{Coordinator, CoordinatorConfig};
+use synapse::engine::ShardExecutor;
+use synapse::engine::cpu::CpuShard;
+use synapse::node::NodeConfig;
+use synapse::node::worker::NodeStats;
+use tokio::sync::{oneshot, watch};
+
+/// A coordinator and its HTTP/WebSocket server; the server stops when `stop` is dropped.
+pub struct Server {
+    pub coord: Coordinator,
+    pub addr: SocketAddr,
+    pub stop: oneshot::Sender<()>,
+}
+
+/// Starts `cfg`'s coordinator and serves it on 127.0.0.1 (port chosen by the OS), with the
+/// crate's logs going to the test's captured output.
+pub async fn serve_coordinator(cfg: CoordinatorConfig) -> Server {
+    super::init_logging();
+    let coord = Coordinator::new(cfg).unwrap();
+    let (bound_tx, bound_rx) = oneshot::channel();
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    tokio::spawn(serve(
+        coord.clone(),
+        StaticDirs::default(),
+        addr,
+        bound_tx,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let addr = bound_rx.await.unwrap();
+    Server { coord, addr, stop }
+}
+
+/// A native CPU node running in this process.
+pub struct CpuNode {
+    pub stop: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub stats: Arc<NodeStats>,
+}
+
+/// Starts a CPU node joining `url` (`ws://.../ws?token=T`) as `name`: `model_dir` lets it skip
+/// downloads, `None` makes it download into `cache`. An error that stops it is logged.
+pub fn cpu_node(url: String, name: &str, model_dir: Option<&Path>, cache: &Path) -> CpuNode {
+    let stats = Arc::new(NodeStats::default());
+    let cfg = NodeConfig {
+        url,
+        name: name.into(),
+        kind: NodeKind::Native,
+        backend: "cpu".into(),
+        adapter: "test CPU".into(),
+        memory_bytes: 4 << 30,
+        cache_dir: cache.to_path_buf(),
+        model_dir: model_dir.map(Path::to_path_buf),
+        loader: Arc::new(|dir: &Path, m: &splitter::Manifest, i: usize| {
+            Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
+        }),
+        gflops: 1.0,
+        stats: stats.clone(),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let name = name.to_string();
+    let task = tokio::spawn(async move {
+        let result = synapse::node::run(cfg, stop_rx).await;
+        if let Err(e) = &result {
+            tracing::error!("node {name} stopped: {e:#}");
+        }
+        result
+    });
+    CpuNode { stop, task, stats }
+}
