@@ -64,14 +64,40 @@ impl StepInput<'_> {
         self.len() == 0
     }
 
-    /// Checks that this input suits a shard: token ids within `vocab` for the shard holding the
-    /// embedding, hidden states `hidden` wide for any other. Shared by every engine.
+    /// Checks a step before any work, the same way in every engine: the session is open
+    /// (`cached` is its length, `None` when it is not), the step starts where its cache ends,
+    /// it has at least one token and stays within the context, and the input suits the shard
+    /// (token ids within the vocabulary for the shard holding the embedding, hidden states
+    /// `hidden_size` wide for any other).
     pub fn check(
         &self,
+        session: SessionId,
+        cached: Option<usize>,
+        pos: usize,
         shard: &splitter::ShardInfo,
-        vocab: usize,
-        hidden: usize,
+        cfg: &splitter::ModelConfig,
     ) -> Result<(), EngineError> {
+        let len = cached.ok_or(EngineError::Session {
+            session,
+            what: "not open".into(),
+        })?;
+        if pos != len {
+            return Err(EngineError::Session {
+                session,
+                what: format!("step at position {pos}, but {len} tokens are cached"),
+            });
+        }
+        let t = self.len();
+        if t == 0 {
+            return Err(EngineError::Shape("a step needs at least one token".into()));
+        }
+        if pos + t > cfg.context_length {
+            return Err(EngineError::Context {
+                pos: pos + t,
+                context: cfg.context_length,
+            });
+        }
+        let (vocab, hidden) = (cfg.vocab_size, cfg.hidden_size);
         match (self, shard.has_embedding) {
             (StepInput::Tokens(ids), true) => match ids.iter().find(|&&id| id as usize >= vocab) {
                 Some(&id) => Err(EngineError::Token { id, vocab }),

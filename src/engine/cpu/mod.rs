@@ -222,27 +222,14 @@ impl ShardExecutor for CpuShard {
         mode: LogitsMode,
     ) -> Result<StepOutput, EngineError> {
         let c = self.cfg.hidden_size;
-        let len = self.session_len(session).ok_or(EngineError::Session {
+        input.check(
             session,
-            what: "not open".into(),
-        })?;
-        if pos != len {
-            return Err(EngineError::Session {
-                session,
-                what: format!("step at position {pos}, but {len} tokens are cached"),
-            });
-        }
+            self.session_len(session),
+            pos,
+            &self.info,
+            &self.cfg,
+        )?;
         let t = input.len();
-        if t == 0 {
-            return Err(EngineError::Shape("a step needs at least one token".into()));
-        }
-        if pos + t > self.cfg.context_length {
-            return Err(EngineError::Context {
-                pos: pos + t,
-                context: self.cfg.context_length,
-            });
-        }
-        input.check(&self.info, self.cfg.vocab_size, c)?;
         let mut x = match (input, &self.embedding) {
             (StepInput::Tokens(ids), Some(emb)) => self.embed(emb, ids, pos)?,
             (StepInput::Hidden(h), _) => h.data.clone(),

@@ -256,32 +256,8 @@ impl GpuShard {
         pos: usize,
         input: &StepInput<'_>,
     ) -> Result<(), EngineError> {
-        let len = self
-            .sessions
-            .get(&session)
-            .ok_or(EngineError::Session {
-                session,
-                what: "not open".into(),
-            })?
-            .len;
-        if pos != len {
-            return Err(EngineError::Session {
-                session,
-                what: format!("step at position {pos}, but {len} tokens are cached"),
-            });
-        }
-        let t = input.len();
-        if t == 0 {
-            return Err(EngineError::Shape("a step needs at least one token".into()));
-        }
-        if pos + t > self.cfg.context_length {
-            return Err(EngineError::Context {
-                pos: pos + t,
-                context: self.cfg.context_length,
-            });
-        }
-        input.check(&self.info, self.cfg.vocab_size, self.cfg.hidden_size)?;
-        Ok(())
+        let cached = self.sessions.get(&session).map(|s| s.len);
+        input.check(session, cached, pos, &self.info, &self.cfg)
     }
 
     /// Runs one step and reads back what `want` asks for.
