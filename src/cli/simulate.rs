@@ -44,6 +44,9 @@ pub struct Args {
     /// Tokens generated (decode speed is taken halfway through).
     #[arg(long)]
     gen_tokens: Option<usize>,
+    /// Generations running at once (the scenario's, or 1).
+    #[arg(long)]
+    sessions: Option<usize>,
     /// Hidden-state encoding between nodes.
     #[arg(long, value_enum, default_value_t = Wire::Rice)]
     encoding: Wire,
@@ -76,6 +79,7 @@ struct Mix {
     models: Vec<ModelChoice>,
     prompt_tokens: usize,
     gen_tokens: usize,
+    sessions: usize,
 }
 
 fn parse_add(spec: &str) -> Result<DeviceGroup> {
@@ -125,6 +129,7 @@ pub fn run(args: Args) -> Result<()> {
             models: s.models.clone(),
             prompt_tokens: s.prompt_tokens,
             gen_tokens: s.gen_tokens,
+            sessions: s.sessions,
         });
     }
     if mixes.is_empty() {
@@ -140,6 +145,7 @@ pub fn run(args: Args) -> Result<()> {
             description: None,
             prompt_tokens: 128,
             gen_tokens: 128,
+            sessions: 1,
             devices: extra,
             models: Vec::new(),
         };
@@ -150,6 +156,7 @@ pub fn run(args: Args) -> Result<()> {
             models: Vec::new(),
             prompt_tokens: 128,
             gen_tokens: 128,
+            sessions: 1,
         });
     }
     let encoding = match args.encoding {
@@ -178,6 +185,7 @@ pub fn run(args: Args) -> Result<()> {
         let opts = SimOptions {
             prompt_tokens: args.prompt_tokens.unwrap_or(mix.prompt_tokens),
             gen_tokens: args.gen_tokens.unwrap_or(mix.gen_tokens),
+            sessions: args.sessions.unwrap_or(mix.sessions),
             encoding,
             ..SimOptions::default()
         };
@@ -237,13 +245,20 @@ fn run_one(
     };
     match fixed {
         Some(shards) => {
+            let score = |r: &Report| {
+                if opts.sessions > 1 {
+                    r.aggregate_tokens_per_second
+                } else {
+                    r.decode_tokens_per_second
+                }
+            };
             let report = simulate(&shape, &shards, devices, opts)?;
             let idle = report.unused.len();
             let better_split = match best_split(&shape, devices, opts)? {
                 Some((n, b))
                     if n != shards.len()
                         && (idle > 0 || !report.complete)
-                        && b.decode_tokens_per_second > report.decode_tokens_per_second * 1.05 =>
+                        && score(&b) > score(&report) * 1.05 =>
                 {
                     Some((n, b))
                 }
@@ -323,6 +338,14 @@ fn print_run(run: &Run) {
             r.hops.len(),
             r.decode.coordinator_ms
         );
+        if r.options.sessions > 1 {
+            println!(
+                "{} generations at once: {:.1} tok/s in all, {:.2} each",
+                r.options.sessions,
+                r.aggregate_tokens_per_second,
+                r.aggregate_tokens_per_second / r.options.sessions as f64
+            );
+        }
         println!(
             "first token after a {}-token prompt: {:.2} s (compute {:.2} s, network {:.2} s)",
             r.options.prompt_tokens,
@@ -351,10 +374,24 @@ fn print_run(run: &Run) {
     print_unused(r);
     if let Some((n, b)) = &run.better_split {
         println!(
-            "  hint: split into {n} shards (`synapse split --shards {n}`) and the coordinator \
-             would use {} devices: {:.2} tok/s, first token in {:.2} s",
+            "  hint: split into {n} shard{} (`synapse split --shards {n}`) and the coordinator \
+             would use {} device{}: {:.2} tok/s{}, first token in {:.2} s",
+            if *n == 1 { "" } else { "s" },
             b.devices.iter().filter(|d| !d.shards.is_empty()).count(),
+            if b.devices.iter().filter(|d| !d.shards.is_empty()).count() == 1 {
+                ""
+            } else {
+                "s"
+            },
             b.decode_tokens_per_second,
+            if b.options.sessions > 1 {
+                format!(
+                    " ({:.1} in all for {} generations)",
+                    b.aggregate_tokens_per_second, b.options.sessions
+                )
+            } else {
+                String::new()
+            },
             b.time_to_first_token_s
         );
     }

@@ -5,6 +5,7 @@
 //! name = "A classroom of 30 Chromebooks"
 //! prompt_tokens = 128          # optional, default 128
 //! gen_tokens = 128             # optional, default 128
+//! sessions = 30                # optional: generations at once, default 1
 //!
 //! [[devices]]
 //! profile = "chromebook"       # a built-in profile (see `profile::BUILT_IN`)
@@ -37,6 +38,9 @@ pub struct Scenario {
     pub prompt_tokens: usize,
     #[serde(default = "default_tokens")]
     pub gen_tokens: usize,
+    /// Generations running at once (default 1).
+    #[serde(default = "one")]
+    pub sessions: usize,
     pub devices: Vec<DeviceGroup>,
     #[serde(default)]
     pub models: Vec<ModelChoice>,
@@ -173,9 +177,9 @@ impl Scenario {
                 "{n} devices: at most {MAX_DEVICES} can be simulated"
             )));
         }
-        if self.prompt_tokens == 0 || self.gen_tokens == 0 {
+        if self.prompt_tokens == 0 || self.gen_tokens == 0 || self.sessions == 0 {
             return Err(SimError::Invalid(
-                "prompt_tokens and gen_tokens must be at least 1".into(),
+                "prompt_tokens, gen_tokens and sessions must be at least 1".into(),
             ));
         }
         for m in &self.models {
