@@ -66,6 +66,8 @@ pub enum SimCommand {
     /// Remove every virtual device.
     Clear,
     Model(SimModel),
+    /// Prompt length, tokens generated, generations at once.
+    Options(SimOptions),
 }
 
 /// The simulation's state: the mix, the model, the last prediction.
@@ -144,6 +146,14 @@ fn apply_commands(mut cmds: MessageReader<SimCommand>, mut state: ResMut<SimStat
             }
             SimCommand::Clear => state.mix.clear(),
             SimCommand::Model(m) => state.model = m.clone(),
+            SimCommand::Options(o) => {
+                state.opts = SimOptions {
+                    prompt_tokens: o.prompt_tokens.max(1),
+                    gen_tokens: o.gen_tokens.max(1),
+                    sessions: o.sessions.max(1),
+                    ..o.clone()
+                }
+            }
         }
         state.dirty = true;
     }
@@ -380,7 +390,16 @@ fn recompute(
             ec.insert(HeldBy(h));
         }
     }
-    state.status = if report.complete {
+    state.status = if report.complete && report.options.sessions > 1 {
+        format!(
+            "{}: {:.2} tok/s predicted ({:.1} in all for {} at once), first token in {:.2} s",
+            report.model,
+            report.decode_tokens_per_second,
+            report.aggregate_tokens_per_second,
+            report.options.sessions,
+            report.time_to_first_token_s
+        )
+    } else if report.complete {
         format!(
             "{}: {:.2} tok/s predicted, first token in {:.2} s",
             report.model, report.decode_tokens_per_second, report.time_to_first_token_s
@@ -469,7 +488,15 @@ fn drive(
 /// The commands that load a scenario: its devices (profiles with their overrides), its first
 /// model if that is a shape, and simulation mode on.
 pub fn scenario_commands(s: &crate::sim::scenario::Scenario) -> Vec<SimCommand> {
-    let mut out = vec![SimCommand::Clear];
+    let mut out = vec![
+        SimCommand::Clear,
+        SimCommand::Options(SimOptions {
+            prompt_tokens: s.prompt_tokens,
+            gen_tokens: s.gen_tokens,
+            sessions: s.sessions,
+            ..SimOptions::default()
+        }),
+    ];
     match s.devices(0) {
         Ok(devices) => out.extend(devices.into_iter().map(|d| SimCommand::Add {
             profile: d.profile,

@@ -115,6 +115,20 @@ pub(super) fn show(
     if !state.mix.is_empty() && ui.small_button("remove all virtual devices").clicked() {
         out.write(SimCommand::Clear);
     }
+    ui.horizontal(|ui| {
+        let mut n = state.opts.sessions;
+        ui.label("generations at once");
+        if ui
+            .add(egui::DragValue::new(&mut n).range(1..=256))
+            .on_hover_text("a classroom: one per student; they overlap in the pipeline")
+            .changed()
+        {
+            out.write(SimCommand::Options(crate::sim::SimOptions {
+                sessions: n,
+                ..state.opts.clone()
+            }));
+        }
+    });
     ui.separator();
     model_picker(ui, state, out);
     ui.separator();
@@ -182,6 +196,14 @@ fn prediction(ui: &mut egui::Ui, state: &SimState) {
             "decode {:.2} tok/s ({:.0} ms a token)",
             r.decode_tokens_per_second, r.decode_ms_per_token
         ));
+        if r.options.sessions > 1 {
+            ui.label(format!(
+                "{} at once: {:.1} tok/s in all, {:.2} each",
+                r.options.sessions,
+                r.aggregate_tokens_per_second,
+                r.aggregate_tokens_per_second / r.options.sessions as f64
+            ));
+        }
         ui.label(format!(
             "first token after {} prompt tokens: {:.2} s",
             r.options.prompt_tokens, r.time_to_first_token_s

@@ -559,12 +559,11 @@ fn card_lines(d: &Device, link: &Link, predicted: Option<&DeviceReport>) -> [Str
     match predicted {
         Some(p) if !p.shards.is_empty() => [
             format!(
-                "{:.1} ms/token · {} / {}",
+                "{:.0} ms/tok · {}",
                 p.decode_compute_ms,
-                mb(p.weight_bytes + p.kv_bytes),
-                mb(p.memory_bytes)
+                mb(p.weight_bytes + p.kv_bytes)
             ),
-            format!("{:.1} GFLOP/s", d.gflops),
+            format!("of {} · {:.1} GFLOP/s", mb(p.memory_bytes), d.gflops),
         ],
         Some(p) => [
             format!("idle · {} lent", mb(p.memory_bytes)),

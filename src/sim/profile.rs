@@ -174,9 +174,9 @@ impl DeviceProfile {
         })
     }
 
-    /// This machine's CPU, measured now with the CPU engine's matrix product (the same probe
-    /// a `synapse node --backend cpu` reports, plus a 16-token product for prefill); it lends
-    /// the memory available now, over a wired LAN.
+    /// This machine's CPU, measured now with the CPU engine's matrix product ([`measure_cpu`]:
+    /// one token, like a decode step, and eight, like a prefill); it lends the memory
+    /// available now, over a wired LAN.
     pub fn this_cpu() -> DeviceProfile {
         let (matvec, matmul) = measure_cpu();
         let threads = rayon::current_num_threads();
@@ -305,26 +305,18 @@ pub const CPU_LAYER_OVERHEAD_US: f64 = 30.0;
 pub const CPU_STEP_OVERHEAD_MS: f64 = 0.3;
 
 /// Measures the CPU engine's matrix-vector and per-token matrix-matrix speed, GFLOP/s, on a
-/// 1024 x 1024 f16 matrix (the node's own probe shape).
+/// 2048 x 2048 f16 matrix (8 MB: read from memory like a model's weights, not from cache),
+/// each for about 150 ms, taking the median time so that a moment of load elsewhere does not
+/// decide the result.
 pub fn measure_cpu() -> (f64, f64) {
-    let (n, k, t) = (1024usize, 1024usize, 16usize);
+    let (n, k, t) = (2048usize, 2048usize, 8usize);
     let w: Vec<half::f16> = (0..n * k)
         .map(|i| half::f16::from_f32(((i % 31) as f32 - 15.0) / 64.0))
         .collect();
     let x: Vec<f32> = (0..k * t).map(|i| (i % 7) as f32 / 7.0).collect();
     let mut out = vec![0f32; n * t];
-    let time = |tokens: usize, out: &mut [f32]| {
-        let iters = 8;
-        crate::engine::cpu::ops::matmul(
-            &mut out[..n * tokens],
-            &x[..k * tokens],
-            &w,
-            None,
-            tokens,
-            k,
-        );
-        let start = Instant::now();
-        for _ in 0..iters {
+    let mut time = |tokens: usize| {
+        let mut run = || {
             crate::engine::cpu::ops::matmul(
                 &mut out[..n * tokens],
                 &x[..k * tokens],
@@ -332,12 +324,21 @@ pub fn measure_cpu() -> (f64, f64) {
                 None,
                 tokens,
                 k,
-            );
+            )
+        };
+        run(); // warm-up
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while times.len() < 5 || (start.elapsed().as_secs_f64() < 0.15 && times.len() < 200) {
+            let t0 = Instant::now();
+            run();
+            times.push(t0.elapsed().as_secs_f64().max(1e-9));
         }
-        start.elapsed().as_secs_f64().max(1e-9) / iters as f64
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
     };
-    let one = time(1, &mut out);
-    let many = time(t, &mut out);
+    let one = time(1);
+    let many = time(t);
     let flops = 2.0 * (n * k) as f64;
     let matvec = flops / one / 1e9;
     // Extra tokens' cost; a noisy machine can make `many` look cheaper than `one`.
