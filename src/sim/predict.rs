@@ -443,17 +443,27 @@ fn slowing(
         let Ok(without) = simulate_once(model, shards, &rest, opts) else {
             continue;
         };
-        if without.complete
-            && without.decode_tokens_per_second > report.decode_tokens_per_second * 1.05
-        {
+        let score = |r: &Report| {
+            if opts.sessions > 1 {
+                r.aggregate_tokens_per_second
+            } else {
+                r.decode_tokens_per_second
+            }
+        };
+        if without.complete && score(&without) > score(report) * 1.05 {
             out.push(Left {
                 device: h.device,
                 name: h.name.clone(),
                 reason: format!(
-                    "slows the pipeline: without it decode would run at {:.2} tok/s instead of \
-                     {:.2} (its hop costs {:.1} ms of network and {:.1} ms of compute a token)",
-                    without.decode_tokens_per_second,
-                    report.decode_tokens_per_second,
+                    "slows the pipeline: without it {} would be {:.2} tok/s instead of {:.2} \
+                     (its hop costs {:.1} ms of network and {:.1} ms of compute a token)",
+                    if opts.sessions > 1 {
+                        "the total"
+                    } else {
+                        "decode"
+                    },
+                    score(&without),
+                    score(report),
                     h.decode.network_s * 1e3,
                     h.decode.compute_s * 1e3
                 ),

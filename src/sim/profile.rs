@@ -3,7 +3,10 @@
 //! step), and its network to the coordinator (round trip, bandwidth).
 //!
 //! Built-in profiles describe typical devices as the engines would run on them (effective
-//! numbers, not datasheet peaks; the comments say where each comes from). Real devices get a
+//! numbers, not datasheet peaks; the comments say where each comes from). A GPU's
+//! matrix-vector compute is about three times what its memory can feed, so an f16 decode is
+//! bandwidth-bound there and a 4-bit one reads 3.5x fewer bytes; what its node's probe reports
+//! (an f16 matvec) is the bandwidth. Real devices get a
 //! profile from what their node reported on joining (`hello`: memory and measured GFLOP/s),
 //! the only numbers the coordinator has. "This machine's CPU" is measured on the spot with the
 //! CPU engine's own matrix product.
@@ -114,7 +117,7 @@ impl DeviceProfile {
                 "phone (browser, WebGPU; mid-range Android)",
                 Runtime::Browser,
                 1.0,
-                10.0,
+                30.0,
                 150.0,
                 10.0,
                 175.0,
@@ -129,7 +132,7 @@ impl DeviceProfile {
                 "Chromebook (browser, WebGPU; 4 GB classroom model)",
                 Runtime::Browser,
                 1.2,
-                6.0,
+                18.0,
                 60.0,
                 6.0,
                 210.0,
@@ -143,7 +146,7 @@ impl DeviceProfile {
                 "laptop with an integrated GPU (native, Iris Xe / Radeon 680M class)",
                 Runtime::Native,
                 6.0,
-                30.0,
+                90.0,
                 600.0,
                 30.0,
                 105.0,
@@ -157,7 +160,7 @@ impl DeviceProfile {
                 "desktop GPU (native, RTX 3060 / RX 6700 class, 12 GB)",
                 Runtime::Native,
                 10.0,
-                120.0,
+                400.0,
                 5000.0,
                 120.0,
                 56.0,
