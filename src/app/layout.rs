@@ -134,8 +134,7 @@ pub fn layout(area: Rect, n: usize, view: ViewTransform) -> ViewLayout {
     let room = body.shrink(4.0);
     let fit = (room.width() / bounds.width())
         .min(room.height() / bounds.height())
-        .min(1.0)
-        .max(MIN_ZOOM);
+        .clamp(MIN_ZOOM, 1.0);
     let zoom = (fit * view.zoom).clamp(MIN_ZOOM, MAX_ZOOM);
     let centre = body.center();
     let place = |p: Pos2| centre + (p - centre) * zoom + view.pan;

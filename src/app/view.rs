@@ -43,6 +43,15 @@ type ShardView = (
     Has<Pinned>,
 );
 
+/// A device as the view draws it (the flag: it is simulated).
+type DeviceView = (
+    Entity,
+    &'static Device,
+    &'static Link,
+    Option<&'static HeldShards>,
+    Has<Simulated>,
+);
+
 /// What is being dragged (egui's drag-and-drop payload).
 #[derive(Debug, Clone, Copy)]
 struct DraggedShard(Entity);
@@ -115,7 +124,7 @@ impl Writer<'_> {
 fn draw(
     mut contexts: EguiContexts,
     free: Res<FreeRect>,
-    devices: Query<(Entity, &Device, &Link, Option<&HeldShards>, Has<Simulated>)>,
+    devices: Query<DeviceView>,
     shards: Query<ShardView>,
     packets: Query<(&Packet, &OnLink, Has<Simulated>)>,
     info: Res<CoreInfo>,

@@ -96,7 +96,8 @@ enum Role {
 
 /// llama.cpp's `use_more_bits(i_layer, n_layers)`.
 fn use_more_bits(i: usize, n: usize) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+    // After the first eighth, every third layer (`i >= n / 8` holds there).
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
 }
 
 /// Bytes of a `rows x cols` matrix stored as `ty`. A row that is not a whole number of blocks
