@@ -116,10 +116,7 @@ fn panel(
                                 link.bytes_sent as f64 / 1e6,
                                 link.bytes_received as f64 / 1e6
                             ));
-                            ui.label(
-                                link.compression
-                                    .map_or("–".into(), |c| format!("{c:.1}× vs f32")),
-                            );
+                            ui.label(link.compression.map_or("–".into(), |c| format!("{c:.1}×")));
                             ui.end_row();
                         }
                     });

@@ -181,25 +181,40 @@ fn draw(
             let c = l.cards[i].center();
             canvas.line_segment([l.hub, c], Stroke::new(2.0 * z, Color32::from_gray(70)));
             if !l.compact && !simulating && link.frames > 0 {
-                let mid = l.hub + (c - l.hub) * 0.5;
-                let mut w = Writer {
-                    painter: &canvas,
-                    report: &mut report,
-                };
-                w.text(
-                    mid + Vec2::new(0.0, -10.0),
-                    Align2::CENTER_BOTTOM,
-                    &format!(
-                        "{:.0} ms/hop · sent {} · back {}",
-                        link.last_ms,
-                        kb(link.bytes_sent),
-                        kb(link.bytes_received)
-                    ),
-                    11.0,
-                    Color32::from_gray(160),
-                    l.body.width(),
-                    l.body,
+                // The hop's numbers beside its link, where no card or the coordinator covers
+                // them; nowhere free, no label (the table below has them too).
+                let label = format!(
+                    "{:.0} ms/hop · sent {} · back {}",
+                    link.last_ms,
+                    kb(link.bytes_sent),
+                    kb(link.bytes_received)
                 );
+                let size = canvas
+                    .layout_no_wrap(label.clone(), FontId::proportional(11.0), Color32::WHITE)
+                    .size();
+                let hub_box = Rect::from_center_size(l.hub, Vec2::splat(2.0 * l.hub_radius));
+                let spot = [0.5f32, 0.35, 0.65, 0.25, 0.75].into_iter().find_map(|t| {
+                    let r = Rect::from_center_size(l.hub + (c - l.hub) * t, size);
+                    let free = l.body.contains_rect(r)
+                        && !r.intersects(hub_box)
+                        && !l.cards.iter().any(|k| k.intersects(r));
+                    free.then_some(r)
+                });
+                if let Some(r) = spot {
+                    Writer {
+                        painter: &canvas,
+                        report: &mut report,
+                    }
+                    .text(
+                        r.center(),
+                        Align2::CENTER_CENTER,
+                        &label,
+                        11.0,
+                        Color32::from_gray(160),
+                        l.body.width(),
+                        l.body,
+                    );
+                }
             }
             for (p, on, sim_packet) in &packets {
                 if on.0 != *e || p.progress < 0.0 || sim_packet != simulating {
