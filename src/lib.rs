@@ -15,5 +15,6 @@ pub mod model;
 pub mod node;
 pub mod protocol;
 pub mod sampling;
+pub mod sim;
 pub mod tokenizer;
 pub mod wire_eval;

@@ -15,9 +15,13 @@ use synapse::app::drag::{DropShard, PendingDrop, Refused};
 use synapse::app::packets::{Direction, OnLink, Packet, PacketKind};
 use synapse::app::sessions::Session;
 use synapse::app::shards::{HeldBy, HeldShards, MovingTo, Shard, ShardStatus, Shards};
+use synapse::app::simulate::{SimCommand, SimModel, SimState, Simulated, VirtualDevice};
 use synapse::app::{Notices, headless_plugin};
 use synapse::coordinator::events::Event;
 use synapse::coordinator::wire::NodeKind;
+use synapse::sim::profile::DeviceProfile;
+use synapse::sim::scenario::ShardCount;
+use synapse::sim::{ModelShape, WeightType};
 
 /// Each update advances app time by this much.
 const TICK: Duration = Duration::from_millis(50);
@@ -99,6 +103,7 @@ fn ready() -> CoreMessage {
             name: "tiny".into(),
             hidden_size: 64,
             shards: vec![(0, 0, 1000), (1, 1, 2000), (2, 3, 3000)],
+            shape: Some(ModelShape::preset("SmolLM2-135M", WeightType::F16).unwrap()),
         },
     }
 }
@@ -427,4 +432,180 @@ fn a_closed_core_channel_is_reported_not_a_panic() {
         stopped.0.as_deref().is_some_and(|s| s.contains("stopped")),
         "{stopped:?}"
     );
+}
+
+/// Two real laptops with every shard on the first, then simulation mode with `phones` phones.
+fn laptops_and_phones(phones: usize) -> Harness {
+    let mut h = two_devices();
+    let phone = DeviceProfile::built_in("phone").unwrap();
+    h.world().write_message(SimCommand::Add {
+        profile: phone,
+        count: phones,
+    });
+    h.world().write_message(SimCommand::Enable(true));
+    h.app.update();
+    h.app.update();
+    h
+}
+
+fn simulated_devices(h: &mut Harness) -> Vec<(Entity, Device)> {
+    let mut q = h
+        .world()
+        .query_filtered::<(Entity, &Device), (With<Simulated>, With<VirtualDevice>)>();
+    let mut v: Vec<(Entity, Device)> = q.iter(h.world()).map(|(e, d)| (e, d.clone())).collect();
+    v.sort_by_key(|(_, d)| d.node);
+    v
+}
+
+#[test]
+fn virtual_devices_join_the_real_ones_and_get_the_coordinators_placement() {
+    let mut h = laptops_and_phones(5);
+    let virt = simulated_devices(&mut h);
+    assert_eq!(virt.len(), 5, "five virtual phones");
+    assert!(
+        virt.iter()
+            .all(|(_, d)| d.kind == NodeKind::Browser && d.name.starts_with("phone-"))
+    );
+    // The real devices are still there, unmarked, and the real shards did not move.
+    let (d1, d2) = (h.device(1), h.device(2));
+    assert!(h.world().get::<Simulated>(d1).is_none() && h.world().get::<Simulated>(d2).is_none());
+    for i in 0..3 {
+        assert_eq!(
+            h.holder(i),
+            Some(d1),
+            "real shard {i} stays on its real device"
+        );
+    }
+    // The prediction places the served model's 3 shards with the coordinator's placement, and
+    // the simulated shard entities are held exactly as it says.
+    let report = h
+        .world()
+        .resource::<SimState>()
+        .report
+        .clone()
+        .expect("a prediction");
+    assert_eq!(report.devices.len(), 7, "2 real + 5 virtual");
+    assert!(report.complete, "{:?}", report.problems);
+    let mut q = h
+        .world()
+        .query_filtered::<(&Shard, Option<&HeldBy>), With<Simulated>>();
+    let sim_shards: Vec<(Shard, Option<Entity>)> = q
+        .iter(h.world())
+        .map(|(s, b)| (s.clone(), b.map(|b| b.0)))
+        .collect();
+    assert_eq!(sim_shards.len(), 3);
+    for (s, holder) in sim_shards {
+        let node = report.placement[s.index].expect("placed");
+        let holder = holder.expect("held");
+        assert_eq!(
+            h.world().get::<Device>(holder).unwrap().node,
+            node,
+            "shard {}",
+            s.index
+        );
+    }
+    // Turning the mode off removes every simulated entity and leaves the live world alone.
+    h.world().write_message(SimCommand::Enable(false));
+    h.app.update();
+    h.app.update();
+    let mut q = h.world().query_filtered::<Entity, With<Simulated>>();
+    assert_eq!(q.iter(h.world()).count(), 0);
+    assert_eq!(h.world().resource::<Shards>().0.len(), 3);
+    assert_eq!(h.holder(0), Some(d1));
+}
+
+#[test]
+fn simulated_packets_travel_for_their_predicted_time() {
+    let mut h = laptops_and_phones(2);
+    let report = h.world().resource::<SimState>().report.clone().unwrap();
+    let first = &report.hops[0];
+    // The first hop's packets: token ids out, then the reply, each half the predicted hop.
+    let mut q = h
+        .world()
+        .query_filtered::<(&Packet, &OnLink), With<Simulated>>();
+    let ps: Vec<(Packet, Entity)> = q.iter(h.world()).map(|(p, l)| (p.clone(), l.0)).collect();
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    let holder = ps[0].1;
+    assert_eq!(h.world().get::<Device>(holder).unwrap().node, first.device);
+    let want = synapse::app::packets::travel_seconds((first.decode.total_s() * 1e6) as u64);
+    for (p, _) in &ps {
+        assert!((p.duration - want).abs() < 1e-9, "{p:?} vs {want}");
+    }
+    assert!(
+        ps.iter()
+            .any(|(p, _)| p.kind == PacketKind::Tokens && p.direction == Direction::Out)
+    );
+    // Nothing real was asked of the coordinator.
+    assert!(h.commands.try_recv().is_err());
+    // Packets keep coming, hop after hop, while the mode is on.
+    let mut seen = 0;
+    for _ in 0..200 {
+        h.app.update();
+        let mut q = h.world().query_filtered::<&Packet, With<Simulated>>();
+        seen = seen.max(q.iter(h.world()).count());
+    }
+    assert!(seen >= 1);
+    let mut q = h.world().query_filtered::<&Packet, With<Simulated>>();
+    assert!(
+        q.iter(h.world()).count() >= 1,
+        "the simulated pipeline keeps running"
+    );
+}
+
+#[test]
+fn a_simulated_device_never_receives_real_work() {
+    let mut h = laptops_and_phones(1);
+    let (phone, _) = simulated_devices(&mut h).remove(0);
+    let s0 = h.shard(0);
+    h.world().write_message(DropShard {
+        shard: s0,
+        device: phone,
+    });
+    h.app.update();
+    assert!(
+        h.commands.try_recv().is_err(),
+        "nothing sent to the coordinator"
+    );
+    let r = h.world().get::<Refused>(s0).expect("refused").clone();
+    assert!(r.reason.contains("simulated"), "{r:?}");
+    assert_eq!(h.holder(0), Some(h.device(1)));
+}
+
+#[test]
+fn a_preset_shape_is_split_for_the_devices_and_reasons_are_given() {
+    let mut h = two_devices();
+    let chromebook = DeviceProfile::built_in("chromebook").unwrap();
+    h.world().write_message(SimCommand::Add {
+        profile: chromebook,
+        count: 30,
+    });
+    h.world().write_message(SimCommand::Model(SimModel::Shape {
+        name: "Llama-3.2-1B".into(),
+        weights: WeightType::Q4KM,
+        shards: ShardCount::Auto,
+    }));
+    h.world().write_message(SimCommand::Enable(true));
+    h.app.update();
+    h.app.update();
+    let state = h.world().resource::<SimState>();
+    let r = state.report.clone().expect("a prediction");
+    assert_eq!(r.model, "Llama-3.2-1B");
+    assert!(r.complete, "{:?}", r.problems);
+    let held: usize = r.devices.iter().map(|d| d.shards.len()).sum();
+    assert_eq!(held, r.shards.len(), "every shard on one device");
+    assert!(r.decode_tokens_per_second > 0.0);
+    assert_eq!(r.devices.len(), 32);
+    let idle = r.devices.iter().filter(|d| d.shards.is_empty()).count();
+    assert_eq!(r.unused.len(), idle, "every idle device is named");
+    assert!(r.unused.iter().all(|u| !u.reason.is_empty()));
+    // Removing devices recomputes.
+    h.world().write_message(SimCommand::Remove {
+        profile: "chromebook".into(),
+        count: 30,
+    });
+    h.app.update();
+    h.app.update();
+    assert_eq!(simulated_devices(&mut h).len(), 0);
+    let r = h.world().resource::<SimState>().report.clone().unwrap();
+    assert_eq!(r.devices.len(), 2);
 }

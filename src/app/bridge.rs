@@ -29,6 +29,8 @@ pub struct ModelSummary {
     pub hidden_size: usize,
     /// Per shard: first and last layer (inclusive) and size in bytes.
     pub shards: Vec<(usize, usize, u64)>,
+    /// Its shapes, for the simulator (`None` when the manifest's weight type is unknown to it).
+    pub shape: Option<crate::sim::ModelShape>,
 }
 
 /// Everything the core tells the ECS.
@@ -220,5 +222,6 @@ pub fn model_summary(coord: &Coordinator) -> ModelSummary {
             .iter()
             .map(|s| (s.layers[0], s.layers[1], s.bytes))
             .collect(),
+        shape: crate::sim::ModelShape::from_manifest(m).ok(),
     }
 }

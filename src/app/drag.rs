@@ -1,13 +1,15 @@
 //! Dropping a shard on a device: the drop becomes a `MoveShard` command to the coordinator and a
 //! [`PendingDrop`] on the shard until the coordinator answers (`ShardPlaced` to that device, or
 //! `MoveRefused`). A refused drop leaves the shard where it was and says why; the view shows
-//! it snapping back ([`Refused`]).
+//! it snapping back ([`Refused`]). A drop that involves a simulated device or shard is refused
+//! here, before anything reaches the coordinator: simulated devices never receive real work.
 
 use bevy::prelude::*;
 
 use super::bridge::{Bridge, CoreCommand, CoreMessage, FromCore};
 use super::devices::Device;
 use super::shards::{HeldBy, Shard, Shards};
+use super::simulate::Simulated;
 use super::{AppStage, Notices};
 use crate::coordinator::events::Event;
 
@@ -45,14 +47,14 @@ fn send_drops(
     mut commands: Commands,
     mut drops: MessageReader<DropShard>,
     bridge: Option<Res<Bridge>>,
-    shards: Query<(&Shard, Option<&HeldBy>)>,
-    devices: Query<&Device>,
+    shards: Query<(&Shard, Option<&HeldBy>, Has<Simulated>)>,
+    devices: Query<(&Device, Has<Simulated>)>,
     mut notices: ResMut<Notices>,
     time: Res<Time>,
 ) {
     let now = time.elapsed_secs_f64();
     for d in drops.read() {
-        let Ok((shard, held)) = shards.get(d.shard) else {
+        let Ok((shard, held, sim_shard)) = shards.get(d.shard) else {
             continue;
         };
         let refuse = |commands: &mut Commands, notices: &mut Notices, reason: String| {
@@ -66,10 +68,22 @@ fn send_drops(
                 .remove::<PendingDrop>()
                 .insert(Refused { at: now, reason });
         };
-        let Ok(device) = devices.get(d.device) else {
+        let Ok((device, sim_device)) = devices.get(d.device) else {
             refuse(&mut commands, &mut notices, "that device is gone".into());
             continue;
         };
+        if sim_device {
+            let why = format!("{} is simulated: it never receives real work", device.name);
+            refuse(&mut commands, &mut notices, why);
+            continue;
+        }
+        if sim_shard {
+            let why = "a simulated shard goes where the coordinator's placement puts it; add or \
+                       remove devices to change it"
+                .to_string();
+            refuse(&mut commands, &mut notices, why);
+            continue;
+        }
         if held.map(|h| h.0) == Some(d.device) {
             continue;
         }

@@ -1,5 +1,6 @@
-//! The join panel: the URL a phone or laptop opens to join as a browser node, as text and as a
-//! QR code to scan, and the command that joins a native node.
+//! The right panel: the Join tab (the URL a phone or laptop opens to join as a browser node, as
+//! text and as a QR code to scan, and the command that joins a native node) and the Simulate
+//! tab ([`super::simulate_panel`]).
 
 use bevy::prelude::*;
 use bevy_egui::egui::{self, Color32, Rect, Sense, Vec2};
@@ -7,10 +8,22 @@ use bevy_egui::{EguiContexts, EguiPrimaryContextPass};
 
 use super::CoreInfo;
 use super::bridge::CoreStopped;
+use super::simulate::{SimCommand, SimState};
+use super::simulate_panel::{self, Profiles};
 use super::window::{FreeRect, UiOrder};
 
+/// Which tab the right panel shows.
+#[derive(Resource, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RightTab {
+    #[default]
+    Join,
+    Simulate,
+}
+
 pub(super) fn plugin(app: &mut App) {
-    app.add_systems(EguiPrimaryContextPass, panel.in_set(UiOrder::Right));
+    app.init_resource::<RightTab>()
+        .insert_resource(Profiles::start())
+        .add_systems(EguiPrimaryContextPass, panel.in_set(UiOrder::Right));
 }
 
 /// The browser join URL, once the server listens.
@@ -36,16 +49,32 @@ fn qr_modules(text: &str) -> Option<(usize, Vec<bool>)> {
     Some((w, dark))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn panel(
     mut contexts: EguiContexts,
     mut free: ResMut<FreeRect>,
     info: Res<CoreInfo>,
     stopped: Res<CoreStopped>,
+    mut tab: ResMut<RightTab>,
+    sim: Res<SimState>,
+    profiles: Res<Profiles>,
+    mut sim_out: MessageWriter<SimCommand>,
     mut qr: Local<Option<(String, usize, Vec<bool>)>>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?.clone();
     let mut root = free.ui(&ctx, "join-root");
     egui::Panel::right("join").default_size(260.0).show(&mut root, |ui| {
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut *tab, RightTab::Join, "Join");
+            ui.selectable_value(&mut *tab, RightTab::Simulate, "Simulate");
+        });
+        ui.separator();
+        if *tab == RightTab::Simulate {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                simulate_panel::show(ui, &sim, &profiles, &mut sim_out);
+            });
+            return;
+        }
         ui.heading("Join this pipeline");
         if let Some(e) = &stopped.0 {
             ui.colored_label(Color32::from_rgb(240, 110, 80), format!("Coordinator stopped: {e}"));

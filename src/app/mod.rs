@@ -6,7 +6,9 @@
 //! to their device by [`shards::HeldBy`], [`packets::Packet`] entities on a device's link (one
 //! per frame relayed, animated for its measured time and despawned on arrival) and
 //! [`sessions::Session`] entities. All of it is built from the coordinator's real events,
-//! which arrive through the [`bridge`]; nothing is invented.
+//! which arrive through the [`bridge`]; nothing is invented. Simulation mode ([`simulate`]) adds
+//! virtual devices, a predicted placement and predicted packets, all marked
+//! [`simulate::Simulated`] and kept apart from the live ones.
 //!
 //! Everything except drawing works under `MinimalPlugins` ([`headless_plugin`]), which is how
 //! the tests drive it; [`window::run`] adds the window, egui panels and screenshots.
@@ -15,14 +17,17 @@ pub mod bridge;
 pub mod devices;
 pub mod drag;
 pub mod health;
+pub mod layout;
 pub mod packets;
 pub mod sessions;
 pub mod shards;
+pub mod simulate;
 
 mod join;
 mod plots;
 mod prompt;
 mod screenshot;
+mod simulate_panel;
 mod view;
 pub mod window;
 
@@ -105,6 +110,7 @@ pub fn headless_plugin(app: &mut App) {
         packets::plugin,
         sessions::plugin,
         health::plugin,
+        simulate::plugin,
     ))
     .add_systems(Update, record_ready.in_set(AppStage::Nodes));
 }

@@ -1,6 +1,8 @@
 //! The health panel (bottom): tokens per second over time and each link's round trip as plots,
 //! a table of devices (speed, memory used and free, link bytes, wire compression) and the
-//! sessions in progress.
+//! sessions in progress. The table gets half the panel and scrolls sideways when even that is
+//! too narrow, so no column is cut off; simulated devices are not in it (the Simulate tab has
+//! their prediction).
 
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
@@ -10,6 +12,7 @@ use super::devices::{Device, Link};
 use super::health::History;
 use super::sessions::Session;
 use super::shards::{HeldShards, Shard};
+use super::simulate::Simulated;
 use super::window::{FreeRect, UiOrder};
 
 pub(super) fn plugin(app: &mut App) {
@@ -20,8 +23,8 @@ fn panel(
     mut contexts: EguiContexts,
     mut free: ResMut<FreeRect>,
     history: Res<History>,
-    devices: Query<(&Device, &Link, Option<&HeldShards>)>,
-    shards: Query<&Shard>,
+    devices: Query<(&Device, &Link, Option<&HeldShards>), Without<Simulated>>,
+    shards: Query<&Shard, Without<Simulated>>,
     sessions: Query<&Session>,
 ) -> Result {
     let ctx = contexts.ctx_mut()?.clone();
@@ -30,8 +33,28 @@ fn panel(
         .default_size(200.0)
         .resizable(true)
         .show(&mut root, |ui| {
-            ui.columns(3, |cols| {
-                let h = 150.0;
+            let full = ui.available_width();
+            let plot_w = (full * 0.25).max(120.0);
+            let h = 150.0;
+            ui.horizontal_top(|ui| {
+                let mut cols: Vec<egui::Ui> = Vec::new();
+                for (i, w) in [plot_w, plot_w, (full - 2.0 * plot_w - 16.0).max(160.0)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let (rect, _) = ui.allocate_exact_size(
+                        egui::vec2(w, ui.available_height()),
+                        egui::Sense::hover(),
+                    );
+                    cols.push(
+                        ui.new_child(
+                            egui::UiBuilder::new()
+                                .max_rect(rect)
+                                .id_salt(("health-col", i))
+                                .layout(egui::Layout::top_down(egui::Align::Min)),
+                        ),
+                    );
+                }
                 cols[0].label("tokens/s (all sessions)");
                 Plot::new("tps")
                     .height(h)
@@ -63,7 +86,7 @@ fn panel(
                         }
                     });
                 let ui = &mut cols[2];
-                egui::ScrollArea::vertical().show(ui, |ui| {
+                egui::ScrollArea::both().show(ui, |ui| {
                     egui::Grid::new("devices").striped(true).show(ui, |ui| {
                         for t in ["device", "tok/s", "used / free", "sent / recv", "wire"] {
                             ui.strong(t);
@@ -93,10 +116,7 @@ fn panel(
                                 link.bytes_sent as f64 / 1e6,
                                 link.bytes_received as f64 / 1e6
                             ));
-                            ui.label(
-                                link.compression
-                                    .map_or("–".into(), |c| format!("{c:.1}× vs f32")),
-                            );
+                            ui.label(link.compression.map_or("–".into(), |c| format!("{c:.1}×")));
                             ui.end_row();
                         }
                     });

@@ -8,6 +8,7 @@ use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use super::AppStage;
 use super::bridge::{Bridge, CoreCommand, CoreMessage, FromCore};
 use super::shards::{Shard, ShardStatus};
+use super::simulate::Simulated;
 use super::window::{FreeRect, UiOrder};
 use crate::coordinator::session::{GenerateEvent, GenerateRequest};
 use crate::sampling::SamplingParams;
@@ -77,7 +78,11 @@ impl PromptPanel {
     }
 }
 
-fn auto_start(mut panel: ResMut<PromptPanel>, bridge: Option<Res<Bridge>>, shards: Query<&Shard>) {
+fn auto_start(
+    mut panel: ResMut<PromptPanel>,
+    bridge: Option<Res<Bridge>>,
+    shards: Query<&Shard, Without<Simulated>>,
+) {
     if panel.auto.is_none() || panel.running.is_some() {
         return;
     }

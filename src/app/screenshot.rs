@@ -1,7 +1,8 @@
 //! `--screenshot FILE` and `--exit-after SECS`: after the given time (5 s by default with a
 //! screenshot), capture the window to a PNG and exit; or just exit. For tests and for people who
 //! want a picture for a bug report. A screenshot that cannot be saved makes the app exit with
-//! an error.
+//! an error. Beside `FILE.png` it writes `FILE.layout.json`: every card and text rectangle the
+//! central view drew ([`super::layout::LayoutReport`]), which the screenshot test checks.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 
+use super::layout::LayoutReport;
 use super::prompt::PromptPanel;
 use super::window::WindowOptions;
 
@@ -44,6 +46,7 @@ fn capture_and_exit(
     mut cap: ResMut<Capture>,
     time: Res<Time<Real>>,
     panel: Option<Res<PromptPanel>>,
+    layout: Option<Res<LayoutReport>>,
     mut exit: MessageWriter<AppExit>,
 ) {
     let now = time.elapsed_secs_f64();
@@ -89,7 +92,21 @@ fn capture_and_exit(
             let done = cap.result.lock().unwrap_or_else(|p| p.into_inner()).clone();
             match done {
                 Some(Ok(())) => {
-                    exit.write(AppExit::Success);
+                    let file = path.with_extension("layout.json");
+                    let written =
+                        serde_json::to_vec_pretty(&layout.as_deref().cloned().unwrap_or_default())
+                            .map_err(|e| e.to_string())
+                            .and_then(|j| std::fs::write(&file, j).map_err(|e| e.to_string()));
+                    match written {
+                        Ok(()) => {
+                            info!("layout saved to {}", file.display());
+                            exit.write(AppExit::Success);
+                        }
+                        Err(e) => {
+                            error!("writing {}: {e}", file.display());
+                            exit.write(AppExit::error());
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     error!("screenshot: {e}");

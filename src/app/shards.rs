@@ -54,6 +54,12 @@ pub struct MovingTo {
     pub progress: f32,
 }
 
+/// The person pinned this shard to its device: automatic rebalancing leaves it there until it
+/// is moved again, unpinned, or the device leaves. The view marks it and offers to unpin.
+/// (The coordinator's `ShardPinned` event sets and clears it once pinning is merged.)
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned;
+
 /// Shard index to entity, in order.
 #[derive(Resource, Debug, Default)]
 pub struct Shards(pub Vec<Entity>);

@@ -10,7 +10,7 @@ use bevy::winit::{UpdateMode, WinitSettings};
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
 
 use super::bridge::Bridge;
-use super::{headless_plugin, join, plots, prompt, screenshot, view};
+use super::{headless_plugin, join, plots, prompt, screenshot, simulate, view};
 
 /// What `synapse app` asks of the window beyond showing it.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct WindowOptions {
     pub prompt: Option<String>,
     /// Initial "max tokens" of the prompt panel.
     pub max_tokens: usize,
+    /// Start in simulation mode with this scenario's devices.
+    pub simulate: Option<crate::sim::scenario::Scenario>,
 }
 
 /// The egui passes, in order: each panel takes its side of what is left ([`FreeRect`]), the
@@ -111,6 +113,17 @@ pub fn run(bridge: Bridge, opts: WindowOptions) -> AppExit {
     .add_plugins(headless_plugin);
     prompt::plugin(&mut app, opts.prompt.clone(), opts.max_tokens);
     screenshot::plugin(&mut app, &opts);
+    if let Some(s) = opts.simulate.clone() {
+        app.add_systems(
+            Startup,
+            move |mut out: MessageWriter<simulate::SimCommand>, mut tab: ResMut<join::RightTab>| {
+                for c in simulate::scenario_commands(&s) {
+                    out.write(c);
+                }
+                *tab = join::RightTab::Simulate;
+            },
+        );
+    }
     app.add_plugins((join::plugin, plots::plugin, view::plugin));
     app.run()
 }

@@ -55,6 +55,10 @@ pub struct Args {
     /// Close the app after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub exit_after: Option<f64>,
+    /// Start in simulation mode with this scenario's virtual devices (and its first model
+    /// shape, if it names one): a .toml or .json file like those in assets/scenarios/.
+    #[arg(long, value_name = "SCENARIO")]
+    pub simulate: Option<PathBuf>,
 }
 
 impl Default for Args {
@@ -72,6 +76,7 @@ impl Default for Args {
             max_tokens: 64,
             screenshot: None,
             exit_after: None,
+            simulate: None,
         }
     }
 }
@@ -105,6 +110,10 @@ pub fn run(args: Args) -> Result<()> {
             p.display()
         );
     }
+    let simulate = match &args.simulate {
+        Some(p) => Some(synapse::sim::scenario::Scenario::load(p)?),
+        None => None,
+    };
     #[cfg(all(unix, not(target_os = "macos")))]
     anyhow::ensure!(
         std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some(),
@@ -136,6 +145,7 @@ pub fn run(args: Args) -> Result<()> {
             exit_after: args.exit_after,
             prompt: args.prompt.clone(),
             max_tokens: args.max_tokens,
+            simulate,
         },
     );
     // The window is closed: stop sessions, nodes and the server, and wait for them.

@@ -7,6 +7,7 @@ mod fetch;
 mod generate;
 mod node;
 mod serve;
+mod simulate;
 mod split;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,9 @@ pub enum Command {
     Node(node::Args),
     /// Measure prefill and decode speed, and the GPU time per op kind.
     Bench(bench::Args),
+    /// Predict what the coordinator would do with a mix of devices (scenario files or
+    /// --add PROFILE=N) and how fast it would run, without the devices.
+    Simulate(simulate::Args),
     /// Open the coordinator as a desktop app: every device, its shards and each activation
     /// travelling between them; type prompts, drag shards between devices. Takes `serve`'s
     /// flags.
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Node(a) => node::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Simulate(a) => simulate::run(a),
         #[cfg(feature = "gui")]
         Command::App(a) => app::run(a),
     }
