@@ -566,3 +566,87 @@ async fn long_prompts_run_in_chunks_that_let_others_in_and_a_leaving_client_stop
         0
     );
 }
+
+/// A figure for the docs, not a CI test (minutes of CPU): SmolLM2 on two CPU nodes with the
+/// default settings (RICE hops, work-based deadlines, chunks of 256 tokens), a prompt of about
+/// `SYNAPSE_LONG_TOKENS` (5000) tokens, and a short request 2 s later. Prints the long prompt's
+/// time to first token, the short request's time to its answer, and the evictions (none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a figure for the docs: minutes of CPU"]
+async fn smollm2_long_prompt_figure() {
+    let tokens: usize = std::env::var("SYNAPSE_LONG_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let tmp = tempfile::tempdir().unwrap();
+    common::default_model();
+    let dir = common::split(&synapse::fetch::default_gguf_path(), tmp.path(), 2);
+    let cfg = CoordinatorConfig::new(dir.clone(), TOKEN.into());
+    let server = common::cluster::serve_coordinator(cfg).await;
+    let coord = server.coord.clone();
+    let a = cpu_node(url(&server), "a", Some(&dir), tmp.path());
+    let a_id = node_id(&coord, "a").await;
+    let b = cpu_node(url(&server), "b", Some(&dir), tmp.path());
+    let b_id = node_id(&coord, "b").await;
+    wait_spread(&coord, &[a_id, b_id]).await;
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/wire-eval.txt"))
+            .unwrap();
+    let mut prompt = String::new();
+    while coord.tokenizer().encode(&prompt).unwrap().len() < tokens {
+        prompt.push_str(&text);
+    }
+    let n = coord.tokenizer().encode(&prompt).unwrap().len();
+    let mut events = coord.subscribe();
+    let started = Instant::now();
+    let long = {
+        let c = coord.clone();
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let req = serde_json::from_value(
+                serde_json::json!({"prompt": prompt, "max_tokens": 4, "temperature": 0.0}),
+            )
+            .unwrap();
+            tokio::spawn(async move { c.generate(req, tx).await });
+            let mut first = None;
+            while let Some(e) = rx.recv().await {
+                match e {
+                    GenerateEvent::Token { .. } => {
+                        first.get_or_insert(started.elapsed());
+                    }
+                    GenerateEvent::Error { message } => panic!("{message}"),
+                    _ => {}
+                }
+            }
+            (first, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let short_start = Instant::now();
+    let short = generate(&coord, "The capital of France is", 6).await;
+    let short_took = short_start.elapsed();
+    let (first, long_took) = long.await.unwrap();
+    let mut evicted = Vec::new();
+    let mut chunks = 0;
+    while let Ok(e) = events.try_recv() {
+        match e {
+            Event::NodeLeft { node, reason } => evicted.push((node, reason)),
+            Event::FrameRelayed { node, tokens, .. } if node == a_id && tokens > 1 => chunks += 1,
+            _ => {}
+        }
+    }
+    let first = first.expect("the long prompt got a token");
+    eprintln!(
+        "FIGURE SmolLM2, 2 CPU nodes, RICE: a {n}-token prompt in {chunks} chunks: first token after \
+         {:.1} s ({:.0} prompt tokens/s), done after {:.1} s; a short request 2 s in answered in \
+         {:.1} s ({:?}); nodes evicted: {evicted:?}",
+        first.as_secs_f64(),
+        n as f64 / first.as_secs_f64(),
+        long_took.as_secs_f64(),
+        short_took.as_secs_f64(),
+        short.as_ref().map(|ids| ids.len()),
+    );
+    assert!(evicted.is_empty(), "{evicted:?}");
+    assert!(short.is_ok());
+    let _ = (a.stop.send(true), b.stop.send(true));
+}

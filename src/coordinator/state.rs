@@ -380,8 +380,23 @@ impl Core {
                 unpinned.push(i);
             }
             if s.node == Some(id) {
-                *s = ShardEntry::FREE;
-                freed.push(i);
+                match s.moving_to.take() {
+                    // A move was under way: its target, still loading, takes over.
+                    Some(m) => {
+                        *s = ShardEntry {
+                            node: Some(m.node),
+                            state: ShardState::Loading,
+                            progress: m.progress,
+                            deadline: Some(m.deadline),
+                            moving_to: None,
+                            pinned: s.pinned,
+                        };
+                    }
+                    None => {
+                        *s = ShardEntry::FREE;
+                        freed.push(i);
+                    }
+                }
             }
         }
         self.retired.retain(|r| r.node != id);

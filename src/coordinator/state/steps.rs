@@ -150,6 +150,11 @@ impl Core {
     fn send_hop(&mut self, now: Instant, id: u64, hop: usize, mut frame: Frame) {
         let step = &self.steps[&id];
         let h = step.route[hop];
+        if !self.nodes.contains_key(&h.node) {
+            // The step's route lost this node while an earlier hop ran.
+            self.fail_step(id, h.node, "left during the step".into(), false);
+            return;
+        }
         let last = hop + 1 == step.route.len();
         let (rows, pos, session) = (step.rows, step.pos, step.session);
         let output = if last {
@@ -416,6 +421,10 @@ impl Core {
             if self.nodes.contains_key(&node) {
                 tracing::warn!(node, "{why}");
                 self.remove_node(now, node, &why);
+            } else {
+                // Cannot happen (a node's hops go when it does), but a step must never wait
+                // forever.
+                self.fail_node_steps(node, &why);
             }
         }
     }

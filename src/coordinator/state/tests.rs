@@ -582,3 +582,42 @@ fn names_are_cleaned_and_routes_report_what_is_missing() {
     assert_eq!(c.route_state(), RouteState::Missing { shards: vec![0, 1] });
     assert!(c.pipeline_problem().unwrap().contains("0 nodes"));
 }
+
+#[test]
+fn a_node_lost_between_two_hops_fails_the_step_instead_of_hanging_it() {
+    let (mut c, a, b, rid, seq, t) = two_hop_step(2);
+    c.remove_node(t, b, "gone");
+    c.drain();
+    // a answers hop 0; hop 1's node is gone: the step fails at once, nobody blamed.
+    c.on_frame(t, a, hidden_reply(rid, seq, 1, HIDDEN as u32))
+        .unwrap();
+    let outs = c.drain();
+    assert!(
+        matches!(done(&outs), Some(Err(f)) if f.node == b && !f.blamed),
+        "{outs:?}"
+    );
+    assert!(left(&outs).is_empty());
+    assert_eq!(c.pending_hops(), 0);
+}
+
+#[test]
+fn a_move_under_way_takes_over_when_the_source_leaves() {
+    let t = Instant::now();
+    let mut c = core(2);
+    let a = join_ready(&mut c, t, "a", 1.0);
+    let b = c.node_joined(t, hello("b", 8 << 30, 1.0));
+    let outs = c.drain();
+    assert_eq!(loads(&outs, b), vec![1], "shard 1 moves to b");
+    c.remove_node(t, a, "gone");
+    let outs = c.drain();
+    assert_eq!(
+        loads(&outs, b),
+        vec![0],
+        "only shard 0 needs a new load: b loads 1 already"
+    );
+    assert_eq!(c.shards[1].node, Some(b));
+    assert_eq!(c.shards[1].state, ShardState::Loading);
+    c.shard_ready(t, b, 1);
+    c.shard_ready(t, b, 0);
+    assert!(c.route().is_some());
+}
