@@ -92,7 +92,7 @@ impl CoordinatorConfig {
             load_bandwidth: d.load_bandwidth,
             pipeline_timeout: Duration::from_secs(120),
             reroute_timeout: Duration::from_secs(15),
-            prefill_chunk: 256,
+            prefill_chunk: 128,
             top_k: 64,
             encoding: WireEncoding::Rice,
             max_sessions: 16,
