@@ -565,6 +565,45 @@ async fn long_prompts_run_in_chunks_that_let_others_in_and_a_leaving_client_stop
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+
+    // The same through HTTP: a client of `/api/generate` that hangs up mid-prefill.
+    let body = serde_json::json!({"prompt": prompt, "max_tokens": 4, "temperature": 0.0});
+    let request = reqwest::Client::new()
+        .post(format!("http://{}/api/generate", server.addr))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send();
+    let client = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let resp = request.await.unwrap();
+        let mut body = resp.bytes_stream();
+        while body.next().await.is_some() {}
+    });
+    let mut relayed = 0;
+    while relayed < 3 {
+        if let Ok(Event::FrameRelayed { .. }) = events.recv().await {
+            relayed += 1;
+        }
+    }
+    assert_eq!(status_json(&coord)["sessions"].as_array().unwrap().len(), 1);
+    client.abort();
+    let left = Instant::now();
+    while !status_json(&coord)["sessions"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            left.elapsed() < Duration::from_secs(1),
+            "the HTTP client left {:?} ago and its session still runs",
+            left.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "HTTP session closed {:?} after its client left",
+        left.elapsed()
+    );
 }
 
 /// A figure for the docs, not a CI test (minutes of CPU): SmolLM2 on two CPU nodes with the
