@@ -389,6 +389,19 @@ async fn losing_every_node_mid_generation_answers_unavailable_in_time_and_serves
     wait_spread(&coord, &[id]).await;
     only.set(Some(slow(Duration::from_millis(50))));
     let mut events = coord.subscribe();
+    // An OpenAI client waiting for a whole answer gets 503 `no_complete_pipeline`.
+    let api = {
+        let body = serde_json::json!({"prompt": PROMPT, "max_tokens": 40, "temperature": 0});
+        let request = reqwest::Client::new()
+            .post(format!("http://{}/v1/completions", server.addr))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send();
+        tokio::spawn(async move {
+            let r = request.await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let req = serde_json::from_value(
         serde_json::json!({"prompt": PROMPT, "max_tokens": 40, "temperature": 0.0}),
@@ -423,6 +436,12 @@ async fn losing_every_node_mid_generation_answers_unavailable_in_time_and_serves
     assert!(
         took < Duration::from_secs(3 + 3),
         "answered within the reroute timeout (3 s) and a little: {took:?}"
+    );
+    let (status, body) = api.await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("no_complete_pipeline") && body.contains("shard 0"),
+        "{body}"
     );
     // A node comes back: the cluster serves again at once.
     let back = Instant::now();
@@ -521,6 +540,10 @@ async fn long_prompts_run_in_chunks_that_let_others_in_and_a_leaving_client_stop
             relayed += 1;
         }
     }
+    assert!(
+        b.stats.kv_bytes.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the node counts the session's cache"
+    );
     drop(rx);
     let left = Instant::now();
     tokio::time::timeout(Duration::from_secs(1), session)

@@ -121,6 +121,8 @@ async fn proxy(
 ) {
     let path = Arc::new(Mutex::new(String::from("/ws")));
     let p = path.clone();
+    // The handshake callback's error type is tungstenite's (a whole HTTP response).
+    #[allow(clippy::result_large_err)]
     let callback = move |req: &Request, resp: Response| {
         *p.lock().unwrap() = req
             .uri()
