@@ -108,6 +108,7 @@ async fn one(dir: &Path, n: usize, gen_tokens: usize, local_tps: f64) -> Result<
             }),
             gflops: 1.0,
             stats: Default::default(),
+            remeasure: None,
         };
         tokio::spawn(crate::node::run(cfg, stop.clone()));
     }
@@ -155,7 +156,9 @@ async fn one(dir: &Path, n: usize, gen_tokens: usize, local_tps: f64) -> Result<
                 last_token = Instant::now();
                 first_token.get_or_insert(last_token);
             }
-            GenerateEvent::Error { message } => bail!(message),
+            GenerateEvent::Error { message } | GenerateEvent::Unavailable { message, .. } => {
+                bail!(message)
+            }
             _ => {}
         }
     }

@@ -721,3 +721,42 @@ async fn smollm2_with_three_layers_in_the_browser_matches_the_cpu_engine() {
     );
     eprintln!("SmolLM2 browser test took {:?}", started.elapsed());
 }
+
+/// A user's move to the browser node sticks (issue 16): the browser claims a hundredth of the
+/// native node's speed, so automatic rebalancing would put the shard straight back on the
+/// native node once the browser reported it ready; pinned, it stays, a generation runs through
+/// the browser, and `/api/status` shows the pin. Unpinned, the shard goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_moved_to_a_slow_browser_node_stays_there_until_unpinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_llama(tmp.path());
+    let want = reference_ids(&dir, "hello world", 6);
+    let cluster = Cluster::start(&dir, WireEncoding::F32).await;
+    let _native_stop = cluster.native_node(&dir);
+    let native = cluster.wait_node("native", Duration::from_secs(30)).await;
+    cluster
+        .wait_placed(&[native; 3], Duration::from_secs(60))
+        .await;
+    let _page = BrowserPage::open(&format!(
+        "http://{}/node/?token={TOKEN}&name=chromium&gflops=0.01",
+        cluster.addr
+    ));
+    let browser = cluster.wait_node("browser", Duration::from_secs(120)).await;
+    cluster.coord.move_shard(2, browser).unwrap();
+    cluster
+        .wait_placed(&[native, native, browser], Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s = cluster.status();
+    assert_eq!(
+        s["shards"][2]["node"].as_u64(),
+        Some(browser),
+        "it stayed: {s}"
+    );
+    assert_eq!(s["shards"][2]["pinned"].as_u64(), Some(browser), "{s}");
+    assert_eq!(cluster.generate("hello world", 6).await, want);
+    cluster.coord.unpin_shard(2).unwrap();
+    cluster
+        .wait_placed(&[native; 3], Duration::from_secs(60))
+        .await;
+}

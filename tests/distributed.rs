@@ -517,3 +517,210 @@ async fn hostile_nodes_are_refused_and_others_keep_working() {
     let (_, text) = cluster.generate(PROMPT, 3).await;
     assert!(text.starts_with(" Paris"), "{text:?}");
 }
+
+/// A move the user asked for sticks, even to a slower node, until it is unpinned; then
+/// automatic rebalancing takes the shard back (tiny Llama, nodes claiming different speeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_move_to_a_slower_node_sticks_until_unpinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::split(&common::fixtures().join("llama-hf"), tmp.path(), 3);
+    let cluster = Cluster::start_with(&dir, WireEncoding::F32).await;
+    let fast_node =
+        common::cluster::cpu_node_with(cluster.url(TOKEN), "fast", Some(&dir), tmp.path(), |c| {
+            c.gflops = 10.0
+        });
+    cluster.wait_complete(1).await;
+    let slow_node =
+        common::cluster::cpu_node_with(cluster.url(TOKEN), "slow", Some(&dir), tmp.path(), |c| {
+            c.gflops = 1.0
+        });
+    let status = || synapse::coordinator::http::status_json(&cluster.coord);
+    let id_of = |name: &str| {
+        status()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .and_then(|n| n["id"].as_u64())
+    };
+    let mut slow = None;
+    for _ in 0..100 {
+        slow = id_of("slow");
+        if slow.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (fast, slow) = (id_of("fast").unwrap(), slow.expect("the slow node joined"));
+    let holders = || -> Vec<Option<u64>> {
+        status()["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["node"].as_u64())
+            .collect()
+    };
+    // Ten times faster: the fast node keeps everything.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(holders(), vec![Some(fast); 3]);
+    let mut events = cluster.coord.subscribe();
+    let http = reqwest::Client::new();
+    let post = |path: String, body: String| {
+        http.post(format!("http://{}{path}", cluster.addr))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post("/api/shards/2/move".into(), format!("{{\"node\": {slow}}}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let settled = |want: Vec<Option<u64>>| {
+        let status = &status;
+        async move {
+            for _ in 0..100 {
+                let s = status();
+                let done = s["shards"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(&want)
+                    .all(|(x, w)| {
+                        x["node"].as_u64() == *w
+                            && x["state"] == "ready"
+                            && x["moving_to"].is_null()
+                    });
+                if done {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("never placed as {want:?}: {}", status());
+        }
+    };
+    let s = settled(vec![Some(fast), Some(fast), Some(slow)]).await;
+    assert_eq!(s["shards"][2]["pinned"].as_u64(), Some(slow), "{s}");
+    // It stays: readiness ran the rebalancer, a generation runs through it, time passes.
+    let (ids, _) = cluster.generate("hello world", 8).await;
+    assert!(!ids.is_empty());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        holders(),
+        vec![Some(fast), Some(fast), Some(slow)],
+        "the pin held"
+    );
+    let mut pinned_event = false;
+    while let Ok(e) = events.try_recv() {
+        pinned_event |= e
+            == Event::ShardPinned {
+                shard: 2,
+                node: Some(slow),
+            };
+    }
+    assert!(pinned_event, "the app is told about the pin");
+    // Memory the nodes really hold: each reports the weights of what it serves, and no cache
+    // once the session closed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = status();
+    let m = synapse::model::ModelDir::open(&dir).unwrap().manifest;
+    for n in s["nodes"].as_array().unwrap() {
+        let want: u64 = n["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| m.shards[i.as_u64().unwrap() as usize].bytes)
+            .sum();
+        assert_eq!(n["held"]["weights_bytes"].as_u64(), Some(want), "{n}");
+        assert_eq!(n["held"]["kv_bytes"].as_u64(), Some(0), "{n}");
+    }
+    // Unpinned, the shard goes back to the fast node.
+    let r = post("/api/shards/2/unpin".into(), String::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = settled(vec![Some(fast); 3]).await;
+    assert!(s["shards"][2]["pinned"].is_null());
+    let r = post("/api/shards/9/unpin".into(), String::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    for n in [fast_node, slow_node] {
+        let _ = n.stop.send(true);
+    }
+}
+
+/// Node b measured itself at under half of a's speed (as a node does when it measures while
+/// another loads), so placement gives it one shard of four; but a is really the slow one (every
+/// frame it returns waits 300 ms, a slow link). The step times show it: b gets more shards
+/// while the generation goes on, and the answer is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_measured_itself_under_load_gets_its_share_once_it_proves_faster() {
+    let want = reference_ids(24);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = split_default(tmp.path(), 4);
+    let cluster = Cluster::start_with(&dir, WireEncoding::F32).await;
+    let slow_link: common::liar::Rewrite = Arc::new(|_, m| match m {
+        common::liar::Msg::Binary(b) => vec![
+            common::liar::Msg::Sleep(Duration::from_millis(300)),
+            common::liar::Msg::Binary(b),
+        ],
+        other => vec![other],
+    });
+    let _a = common::liar::lying_node(cluster.addr, TOKEN, "a", &dir, None, false, |_| {}).await;
+    cluster.wait_complete(1).await;
+    let _b = common::cluster::cpu_node_with(cluster.url(TOKEN), "b", Some(&dir), tmp.path(), |c| {
+        c.gflops = 0.4
+    });
+    cluster.wait_complete(2).await;
+    _a.set(Some(slow_link));
+    let s = synapse::coordinator::http::status_json(&cluster.coord);
+    let b = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "b")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let on_b = |s: &serde_json::Value| {
+        s["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["node"] == b)
+            .count()
+    };
+    assert_eq!(on_b(&s), 1, "the modest claim gets one shard: {s}");
+    let (ids, text) = cluster.generate(PROMPT, 24).await;
+    assert_eq!(ids, want, "{text:?}");
+    let mut s = synapse::coordinator::http::status_json(&cluster.coord);
+    for _ in 0..100 {
+        let settled = s["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["moving_to"].is_null() && x["state"] == "ready");
+        if on_b(&s) >= 2 && settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s = synapse::coordinator::http::status_json(&cluster.coord);
+    }
+    eprintln!(
+        "speeds: {}",
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| format!(
+                "{} claimed {} learned {} holds {}",
+                n["name"], n["gflops"], n["learned_gflops"], n["shards"]
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    assert!(
+        on_b(&s) >= 2,
+        "b got more once its steps showed its speed: {s}"
+    );
+}

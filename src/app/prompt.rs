@@ -127,7 +127,7 @@ fn stream(mut msgs: MessageReader<FromCore>, mut panel: ResMut<PromptPanel>, tim
                 panel.status = format!("done ({reason})");
                 panel.running = None;
             }
-            GenerateEvent::Error { message } => {
+            GenerateEvent::Error { message } | GenerateEvent::Unavailable { message, .. } => {
                 panel.status = format!("error: {message}");
                 panel.running = None;
             }

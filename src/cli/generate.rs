@@ -185,7 +185,9 @@ fn remote(url: &str, args: &Args, sampling: SamplingParams) -> Result<()> {
                         eprintln!("synapse: {} tokens at {tokens_per_second:.1} tok/s through {url}", ids.len());
                         return Ok(());
                     }
-                    GenerateEvent::Error { message } => anyhow::bail!("the coordinator: {message}"),
+                    GenerateEvent::Error { message } | GenerateEvent::Unavailable { message, .. } => {
+                        anyhow::bail!("the coordinator: {message}")
+                    }
                 }
             }
         }

@@ -89,6 +89,8 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
         loader,
         gflops: gflops.unwrap_or_else(synapse::node::measure_cpu_gflops),
         stats: Default::default(),
+        // The GPU probe is the GPU's speed; only the CPU's is measured again when idle.
+        remeasure: gpu.is_none().then_some(std::time::Duration::from_secs(30)),
     })
 }
 

@@ -46,6 +46,13 @@ pub enum Event {
         node: u64,
         error: String,
     },
+    /// A shard was pinned to a node by a user's move (automatic rebalancing leaves it
+    /// there), or unpinned (`node: None`: by the user, or because the node left or could not
+    /// load it).
+    ShardPinned {
+        shard: usize,
+        node: Option<u64>,
+    },
     /// A move was refused (not enough memory, unknown node...).
     MoveRefused {
         shard: usize,

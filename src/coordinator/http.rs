@@ -1,6 +1,6 @@
 //! The coordinator's HTTP face (axum on tokio): node WebSocket endpoint with join-token check,
 //! shard files with range support, node-web/ and shaders/, `/api/status`, `/api/generate`
-//! (NDJSON stream) and `/api/shards/{index}/move`, the prompt page at `/` (assets/web/) and the
+//! (NDJSON stream), `/api/shards/{index}/move` and `/unpin`, the prompt page at `/` (assets/web/) and the
 //! OpenAI-compatible API under `/v1` (see [`super::openai`]).
 
 use std::net::SocketAddr;
@@ -21,7 +21,6 @@ use tower_http::services::{ServeDir, ServeFile};
 
 use super::Coordinator;
 use super::session::{GenerateEvent, GenerateRequest};
-use super::state::ShardState;
 use crate::protocol::Limits;
 
 /// Largest request body accepted by the API.
@@ -59,6 +58,7 @@ pub fn router(coord: Coordinator, dirs: StaticDirs) -> Router {
     let guarded = Router::new()
         .route("/api/generate", post(generate))
         .route("/api/shards/{index}/move", post(move_shard))
+        .route("/api/shards/{index}/unpin", post(unpin_shard))
         .route_layer(axum::middleware::from_fn_with_state(
             key,
             super::openai::require_key,
@@ -109,60 +109,25 @@ async fn status(State(coord): State<Coordinator>) -> Json<serde_json::Value> {
     Json(status_json(&coord))
 }
 
-/// The `/api/status` document.
+/// The `/api/status` document: the core's nodes, shards and sessions, and the model.
 pub fn status_json(coord: &Coordinator) -> serde_json::Value {
     let m = coord.manifest();
-    let st = coord.state();
-    let nodes: Vec<_> = st
-        .nodes
-        .values()
-        .map(|n| {
-            json!({
-                "id": n.info.id,
-                "name": n.info.name,
-                "kind": n.info.kind,
-                "adapter": n.info.adapter,
-                "backend": n.info.backend,
-                "memory_bytes": n.info.memory_bytes,
-                "gflops": n.info.gflops,
-                "shards": st.shards_of(n.info.id),
-                "tokens_processed": n.tokens_processed,
-                "connected_seconds": n.joined.elapsed().as_secs(),
-            })
-        })
-        .collect();
-    let shards: Vec<_> = st
-        .shards
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            json!({
-                "index": i,
-                "layers": m.shards[i].layers,
-                "bytes": m.shards[i].bytes,
-                "node": s.node,
-                "state": s.state,
-                "progress": s.progress,
-                "moving_to": s.moving_to.map(|(n, f)| json!({"node": n, "progress": f})),
-            })
-        })
-        .collect();
-    json!({
-        "complete": st.route().is_some(),
-        "model": {
-            "architecture": m.architecture,
-            "source": m.source.name,
-            "layers": m.config.n_layers,
-            "vocab_size": m.config.vocab_size,
-            "context_length": m.config.context_length,
-            "chat": m.chat_template.is_some(),
-        },
-        "api_key_required": coord.config().api_key.is_some(),
-        "nodes": nodes,
-        "shards": shards,
-        "sessions": st.sessions.values().collect::<Vec<_>>(),
-        "unassigned": st.shards.iter().filter(|s| s.state == ShardState::Unassigned).count(),
-    })
+    let mut s = coord.status();
+    if let Some(shards) = s["shards"].as_array_mut() {
+        for (sh, info) in shards.iter_mut().zip(&m.shards) {
+            sh["layers"] = json!(info.layers);
+        }
+    }
+    s["model"] = json!({
+        "architecture": m.architecture,
+        "source": m.source.name,
+        "layers": m.config.n_layers,
+        "vocab_size": m.config.vocab_size,
+        "context_length": m.config.context_length,
+        "chat": m.chat_template.is_some(),
+    });
+    s["api_key_required"] = json!(coord.config().api_key.is_some());
+    s
 }
 
 async fn generate(State(coord): State<Coordinator>, body: axum::body::Bytes) -> Response {
@@ -220,6 +185,17 @@ async fn move_shard(
         )
             .into_response(),
         Err(e) => (StatusCode::CONFLICT, Json(json!({"error": e}))).into_response(),
+    }
+}
+
+async fn unpin_shard(State(coord): State<Coordinator>, Path(index): Path<usize>) -> Response {
+    match coord.unpin_shard(index) {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"shard": index, "pinned": null})),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, Json(json!({"error": e}))).into_response(),
     }
 }
 

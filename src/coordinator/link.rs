@@ -1,25 +1,30 @@
-//! One node's WebSocket connection: the hello handshake, then a `select!` loop that forwards
-//! queued messages to the node and handles what it sends. Anything malformed or out of order
-//! closes this connection with a reason; other nodes are unaffected.
+//! One node's WebSocket connection, a thin driver of the core: the hello handshake, then a
+//! `select!` loop that forwards what the core queued for the node and hands the core what the
+//! node sends (decoded and checked for shape here, judged there). Anything malformed or out of
+//! order closes this connection with a reason; other nodes are unaffected. Generic over the
+//! socket's `Sink`/`Stream`, so tests can drive it without a socket.
 
+use std::fmt::Display;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use axum::extract::ws::Message;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::Coordinator;
-use super::state::NodeInfo;
-use super::wire::{CONTROL_VERSION, CoordinatorMessage, MAX_CONTROL_BYTES, NodeMessage};
+use super::state::{Hello, MemoryReport};
+use super::wire::{CONTROL_VERSION, MAX_CONTROL_BYTES, NodeMessage};
+use super::{Coordinator, close_message};
 use crate::protocol::{self, Limits};
 
 /// Time a node has to say hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// WebSocket close code for a policy violation (RFC 6455).
-const CLOSE_POLICY: u16 = 1008;
 
-/// Serves one node until it disconnects or breaks the protocol.
-pub async fn serve_node(coord: Coordinator, socket: WebSocket) {
+/// Serves one node until it disconnects, breaks the protocol, or the core removes it.
+pub async fn serve_node<S, E>(coord: Coordinator, socket: S)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    E: Display,
+{
     let (mut sink, mut stream) = socket.split();
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
         Ok(Some(Ok(Message::Text(t)))) if t.len() <= MAX_CONTROL_BYTES => {
@@ -27,7 +32,7 @@ pub async fn serve_node(coord: Coordinator, socket: WebSocket) {
         }
         _ => None,
     };
-    let info = match hello {
+    let hello = match hello {
         Some(NodeMessage::Hello {
             version,
             name,
@@ -36,46 +41,40 @@ pub async fn serve_node(coord: Coordinator, socket: WebSocket) {
             adapter,
             memory_bytes,
             gflops,
-        }) if version == CONTROL_VERSION => NodeInfo {
-            id: 0,
-            name: name.chars().take(64).collect(),
+        }) if version == CONTROL_VERSION => Hello {
+            name,
             kind,
-            adapter: adapter.chars().take(128).collect(),
-            backend: backend.chars().take(16).collect(),
+            backend,
+            adapter,
             memory_bytes,
-            gflops: if gflops.is_finite() && gflops > 0.0 {
-                gflops
-            } else {
-                0.001
-            },
+            gflops,
         },
         _ => {
             let reason =
                 format!("expected a `hello` message of control version {CONTROL_VERSION} first");
-            let _ = sink.send(close(&reason)).await;
+            let _ = sink.send(close_message(&reason)).await;
             return;
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let id = coord.add_node(info, tx.clone());
-    let welcome = CoordinatorMessage::Welcome {
-        node_id: id,
-        manifest: Box::new((**coord.manifest()).clone()),
-    };
-    let _ = tx.send(Message::Text(
-        serde_json::to_string(&welcome).expect("serialises").into(),
-    ));
-    coord.place();
-    coord.rebalance();
+    let id = coord.add_node(hello, tx);
     let limits = Limits::default();
     let reason = loop {
         tokio::select! {
             out = rx.recv() => match out {
-                Some(Message::Close(_)) | None => {
-                    let _ = sink.send(close("removed by the coordinator")).await;
+                Some(close @ Message::Close(_)) => {
+                    let why = match &close {
+                        Message::Close(Some(f)) => f.reason.to_string(),
+                        _ => "removed by the coordinator".to_string(),
+                    };
+                    let _ = sink.send(close).await;
+                    break why;
+                }
+                None => {
+                    let _ = sink.send(close_message("removed by the coordinator")).await;
                     break "removed by the coordinator".to_string();
                 }
-                Some(m) => if let Err(e) = sink.send(m).await { break format!("send failed: {e}") },
+                Some(m) => if sink.send(m).await.is_err() { break "send failed".to_string() },
             },
             incoming = stream.next() => match incoming {
                 None => break "disconnected".into(),
@@ -83,13 +82,16 @@ pub async fn serve_node(coord: Coordinator, socket: WebSocket) {
                 Some(Ok(Message::Close(_))) => break "closed the connection".into(),
                 Some(Ok(Message::Text(t))) => {
                     if let Err(why) = handle_text(&coord, id, &t) {
-                        let _ = sink.send(close(&why)).await;
+                        let _ = sink.send(close_message(&why)).await;
                         break why;
                     }
                 }
                 Some(Ok(Message::Binary(b))) => {
-                    if let Err(why) = handle_frame(&coord, id, &b, &limits) {
-                        let _ = sink.send(close(&why)).await;
+                    let handled = protocol::decode(&b, &limits)
+                        .map_err(|e| format!("bad frame: {e}"))
+                        .and_then(|frame| coord.act(|hub, now| hub.core.on_frame(now, id, frame)));
+                    if let Err(why) = handled {
+                        let _ = sink.send(close_message(&why)).await;
                         break why;
                     }
                 }
@@ -98,18 +100,6 @@ pub async fn serve_node(coord: Coordinator, socket: WebSocket) {
         }
     };
     coord.remove_node(id, &reason);
-}
-
-fn close(reason: &str) -> Message {
-    // Close reasons are limited to 123 bytes.
-    let mut r = reason.to_string();
-    while r.len() > 120 {
-        r.pop();
-    }
-    Message::Close(Some(CloseFrame {
-        code: CLOSE_POLICY,
-        reason: r.into(),
-    }))
 }
 
 fn handle_text(coord: &Coordinator, node: u64, text: &str) -> Result<(), String> {
@@ -130,64 +120,36 @@ fn handle_text(coord: &Coordinator, node: u64, text: &str) -> Result<(), String>
         }
     };
     match msg {
-        NodeMessage::Hello { .. } => return Err("`hello` sent twice".into()),
+        NodeMessage::Hello { .. } => Err("`hello` sent twice".into()),
         NodeMessage::ShardProgress { shard, fraction } => {
             check(shard)?;
-            coord.shard_progress(node, shard, fraction)
+            coord.act(|hub, _| hub.core.shard_progress(node, shard, fraction));
+            Ok(())
         }
         NodeMessage::ShardReady { shard } => {
             check(shard)?;
-            coord.shard_ready(node, shard)
+            coord.act(|hub, now| hub.core.shard_ready(now, node, shard));
+            Ok(())
         }
         NodeMessage::ShardFailed { shard, error } => {
             check(shard)?;
-            coord.shard_failed(node, shard, error)
-        }
-        NodeMessage::StepFailed { step, error } => {
-            let p = coord.state().pending.remove(&step);
-            match p {
-                Some(p) if p.node == node => {
-                    let _ = p.reply.send(Err(error));
-                }
-                _ => {
-                    return Err(format!(
-                        "`step_failed` for step {step}, which this node was not running"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn handle_frame(
-    coord: &Coordinator,
-    node: u64,
-    bytes: &[u8],
-    limits: &Limits,
-) -> Result<(), String> {
-    let frame = protocol::decode(bytes, limits).map_err(|e| format!("bad frame: {e}"))?;
-    let mut st = coord.state();
-    match st.pending.remove(&frame.request_id) {
-        Some(p) if p.node == node => {
-            if let Some(n) = st.nodes.get_mut(&node) {
-                n.tokens_processed += frame.dim0 as u64;
-            }
-            drop(st);
-            let _ = p.reply.send(Ok(frame));
+            coord.act(|hub, _| hub.core.shard_failed(node, shard, error));
             Ok(())
         }
-        Some(p) => {
-            // Put it back: it belongs to another node.
-            st.pending.insert(frame.request_id, p);
-            Err(format!(
-                "frame for request {} which this node was not asked for",
-                frame.request_id
-            ))
+        NodeMessage::StepFailed { step, error } => {
+            coord.act(|hub, now| hub.core.on_step_failed(now, node, step, error))
         }
-        None => Err(format!(
-            "frame for request {} which is not pending",
-            frame.request_id
-        )),
+        NodeMessage::Report {
+            weights_bytes,
+            kv_bytes,
+            gflops,
+        } => {
+            let held = MemoryReport {
+                weights_bytes,
+                kv_bytes,
+            };
+            coord.act(|hub, now| hub.core.node_report(now, node, held, gflops));
+            Ok(())
+        }
     }
 }

@@ -1,31 +1,41 @@
-//! The coordinator core: nodes join over WebSocket, shards are placed on them, and generations
+//! The coordinator: nodes join over WebSocket, shards are placed on them, and generations
 //! run as sessions whose steps are relayed node to node through here (browsers cannot accept
 //! connections). The same core runs headless (`synapse serve`) and inside the visual app.
 //!
-//! Invariants: the state mutex is never held across an await; every route change bumps the
-//! epoch, and a session whose caches were built under an older epoch replays its tokens before
-//! the next step, which is how failover and shard moves lose or repeat no token.
+//! Shape (sans-IO, like quinn-proto): every decision is made by [`state::Core`], a plain state
+//! machine that takes plain values and returns what to send to whom; each generation is a
+//! [`session::SessionMachine`], also plain. This module holds the thin driver around them: the
+//! `Core` behind one std mutex (never held across an await) with each node's outgoing channel
+//! and each waiting step's reply slot, a ticker that hands the core the time for its deadlines,
+//! and [`Coordinator::generate`] (driver.rs) which runs a session machine against the core.
+//! The sockets belong to `link.rs` (one task per node) and `http.rs`.
 
+pub mod check;
+mod driver;
 pub mod events;
 pub mod http;
 pub mod link;
 pub mod openai;
 pub mod placement;
 pub mod session;
+pub mod speed;
 pub mod state;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use axum::extract::ws::Message;
+use axum::extract::ws::{CloseFrame, Message};
 use splitter::Manifest;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use self::events::Event;
-use self::state::{NodeEntry, NodeInfo, ShardState, State};
+use self::speed::Deadlines;
+use self::state::{Core, CoreConfig, ModelShape, Output, StepOutcome};
 use self::wire::{CoordinatorMessage, WireEncoding};
 use crate::model::ModelDir;
 use crate::tokenizer::Tokenizer;
@@ -36,10 +46,25 @@ pub struct CoordinatorConfig {
     pub model_dir: PathBuf,
     /// Join token nodes must present.
     pub token: String,
-    /// A node that has not answered a step within this is declared gone.
+    /// The shortest deadline of a step on a node; the deadline grows with the work the step
+    /// asks of the node over its speed (`step_margin` times the expected time), so a long
+    /// prompt gets the time it needs and a stalled node is found after this much.
     pub step_timeout: Duration,
-    /// How long a generation waits for a complete pipeline.
+    /// Expected step time is multiplied by this for its deadline.
+    pub step_margin: f64,
+    /// The shortest deadline of a shard load; it grows with the shard's size over
+    /// `load_bandwidth`.
+    pub load_timeout: Duration,
+    /// Slowest download rate (bytes/s) a working node is expected to reach.
+    pub load_bandwidth: f64,
+    /// How long a generation waits for a complete pipeline while shards are loading.
     pub pipeline_timeout: Duration,
+    /// How long a generation waits when some shard has no node at all (every node holding
+    /// it left) before failing with [`session::SessionError::Unavailable`] (HTTP 503).
+    pub reroute_timeout: Duration,
+    /// Longest run of prompt tokens in one step: longer prompts (and replays) are computed in
+    /// chunks, so other sessions' steps run in between and deadlines stay short.
+    pub prefill_chunk: usize,
     /// Candidates the last shard returns for sampling.
     pub top_k: usize,
     /// Encoding of activations between nodes.
@@ -57,11 +82,17 @@ pub struct CoordinatorConfig {
 impl CoordinatorConfig {
     /// Defaults for `model_dir` and `token`.
     pub fn new(model_dir: PathBuf, token: String) -> Self {
+        let d = Deadlines::default();
         CoordinatorConfig {
             model_dir,
             token,
-            step_timeout: Duration::from_secs(60),
+            step_timeout: d.step_floor,
+            step_margin: d.step_margin,
+            load_timeout: d.load_floor,
+            load_bandwidth: d.load_bandwidth,
             pipeline_timeout: Duration::from_secs(120),
+            reroute_timeout: Duration::from_secs(15),
+            prefill_chunk: 128,
             top_k: 64,
             encoding: WireEncoding::Rice,
             max_sessions: 16,
@@ -69,11 +100,21 @@ impl CoordinatorConfig {
             api_key: None,
         }
     }
+
+    fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            step_floor: self.step_timeout,
+            step_margin: self.step_margin,
+            load_floor: self.load_timeout,
+            load_bandwidth: self.load_bandwidth,
+        }
+    }
 }
 
-/// A rebalance happens only when it makes the slowest node's time per token at most this
-/// fraction of what it is.
-pub const REBALANCE_GAIN: f64 = 0.8;
+pub use self::state::REBALANCE_GAIN;
+
+/// How often the core is handed the time, for its deadlines.
+const TICK: Duration = Duration::from_millis(100);
 
 /// A cheap-to-clone handle on the running coordinator.
 #[derive(Clone)]
@@ -85,10 +126,35 @@ struct Inner {
     cfg: CoordinatorConfig,
     manifest: Arc<Manifest>,
     tokenizer: Tokenizer,
-    state: Mutex<State>,
+    hub: Mutex<Hub>,
     events: broadcast::Sender<Event>,
     /// Woken whenever placement or readiness changes.
     changed: Notify,
+    ticking: AtomicBool,
+}
+
+/// The core and the IO handles its outputs go to.
+pub(crate) struct Hub {
+    pub(crate) core: Core,
+    /// Each node's outgoing messages (its link task owns the socket).
+    links: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    /// Sessions waiting for their step's end.
+    waiters: HashMap<u64, oneshot::Sender<StepOutcome>>,
+}
+
+/// WebSocket close code for a policy violation (RFC 6455).
+pub(crate) const CLOSE_POLICY: u16 = 1008;
+
+/// A close frame with `reason`, cut to the 123 bytes a close reason may hold.
+pub(crate) fn close_message(reason: &str) -> Message {
+    let mut r = reason.to_string();
+    while r.len() > 120 {
+        r.pop();
+    }
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_POLICY,
+        reason: r.into(),
+    }))
 }
 
 impl Coordinator {
@@ -97,15 +163,27 @@ impl Coordinator {
         let model = ModelDir::open(&cfg.model_dir)?;
         let tokenizer = model.tokenizer()?;
         let (events, _) = broadcast::channel(4096);
-        let n = model.manifest.shards.len();
+        let core = Core::new(
+            CoreConfig {
+                deadlines: cfg.deadlines(),
+                encoding: cfg.encoding,
+                max_sessions: cfg.max_sessions,
+            },
+            ModelShape::of(&model.manifest),
+        );
         Ok(Coordinator {
             inner: Arc::new(Inner {
                 cfg,
                 manifest: Arc::new(model.manifest),
                 tokenizer,
-                state: Mutex::new(State::new(n)),
+                hub: Mutex::new(Hub {
+                    core,
+                    links: HashMap::new(),
+                    waiters: HashMap::new(),
+                }),
                 events,
                 changed: Notify::new(),
+                ticking: AtomicBool::new(false),
             }),
         })
     }
@@ -127,353 +205,141 @@ impl Coordinator {
         self.inner.events.subscribe()
     }
 
-    pub(crate) fn emit(&self, e: Event) {
-        tracing::debug!(?e, "event");
-        let _ = self.inner.events.send(e);
-    }
-
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+    fn hub(&self) -> MutexGuard<'_, Hub> {
         // A panic while holding the lock would poison it; the state stays usable.
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.hub.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn notify(&self) {
-        self.inner.changed.notify_waiters();
+    /// Runs `f` on the core (and the IO handles), then performs what the core asked for, in
+    /// order, before the lock is released (so messages to a node leave in the core's order).
+    pub(crate) fn act<R>(&self, f: impl FnOnce(&mut Hub, Instant) -> R) -> R {
+        let mut hub = self.hub();
+        let r = f(&mut hub, Instant::now());
+        let outs = hub.core.drain();
+        for o in outs {
+            self.perform(&mut hub, o);
+        }
+        r
     }
 
-    pub(crate) async fn changed(&self) {
-        self.inner.changed.notified().await;
+    /// Reads the core.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Core) -> R) -> R {
+        f(&self.hub().core)
     }
 
-    /// Registers a node that said hello; returns its id. Placement runs right after.
-    pub(crate) fn add_node(&self, mut info: NodeInfo, tx: mpsc::UnboundedSender<Message>) -> u64 {
-        let id = {
-            let mut st = self.state();
-            let id = st.next_node;
-            st.next_node += 1;
-            info.id = id;
-            st.nodes.insert(
-                id,
-                NodeEntry {
-                    info: info.clone(),
-                    tx,
-                    tokens_processed: 0,
-                    joined: Instant::now(),
-                },
-            );
-            id
+    fn perform(&self, hub: &mut Hub, o: Output) {
+        let text = |m: &CoordinatorMessage| {
+            Message::Text(
+                serde_json::to_string(m)
+                    .expect("control messages serialise")
+                    .into(),
+            )
         };
-        self.emit(Event::NodeJoined {
-            node: id,
-            name: info.name,
-            kind: info.kind,
-            adapter: info.adapter,
-            memory_bytes: info.memory_bytes,
-            gflops: info.gflops,
-        });
-        id
+        match o {
+            Output::Welcome { node } => {
+                let msg = CoordinatorMessage::Welcome {
+                    node_id: node,
+                    manifest: Box::new((*self.inner.manifest).clone()),
+                };
+                if let Some(tx) = hub.links.get(&node) {
+                    let _ = tx.send(text(&msg));
+                }
+            }
+            Output::Send { node, msg } => {
+                if let Some(tx) = hub.links.get(&node) {
+                    let _ = tx.send(text(&msg));
+                }
+            }
+            Output::Frame { node, frame } => {
+                if let Some(tx) = hub.links.get(&node) {
+                    let _ = tx.send(Message::Binary(crate::protocol::encode(&frame).into()));
+                }
+            }
+            Output::Disconnect { node, reason } => {
+                if let Some(tx) = hub.links.remove(&node) {
+                    let _ = tx.send(close_message(&reason));
+                }
+            }
+            Output::Event(e) => {
+                tracing::debug!(?e, "event");
+                let _ = self.inner.events.send(e);
+            }
+            Output::StepDone { step, outcome } => {
+                if let Some(w) = hub.waiters.remove(&step) {
+                    let _ = w.send(outcome);
+                }
+            }
+            Output::Changed => self.inner.changed.notify_waiters(),
+        }
+    }
+
+    /// Resolves the next time placement or readiness changes (created before checking, so a
+    /// change in between is not missed).
+    pub(crate) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.changed.notified()
+    }
+
+    /// Registers a node that said hello (its outgoing channel is `tx`); returns its id. The
+    /// welcome and its first loads are queued on `tx`.
+    pub(crate) fn add_node(&self, hello: state::Hello, tx: mpsc::UnboundedSender<Message>) -> u64 {
+        self.start_ticking();
+        self.act(|hub, now| {
+            // The id the core will give: registered first so its first messages reach it.
+            let id = hub.core.next_node_id();
+            hub.links.insert(id, tx);
+            let got = hub.core.node_joined(now, hello);
+            debug_assert_eq!(got, id);
+            got
+        })
     }
 
     /// Removes a node (disconnected, or declared gone): fails its pending steps, frees its
     /// shards and places them on the remaining nodes.
     pub fn remove_node(&self, id: u64, reason: &str) {
-        let freed = {
-            let mut st = self.state();
-            let Some(entry) = st.nodes.remove(&id) else {
-                return;
-            };
-            let _ = entry.tx.send(Message::Close(None));
-            st.pending.retain(|_, p| p.node != id);
-            let mut freed = Vec::new();
-            for (i, s) in st.shards.iter_mut().enumerate() {
-                if s.moving_to.map(|m| m.0) == Some(id) {
-                    s.moving_to = None;
-                }
-                if s.node == Some(id) {
-                    *s = state::ShardEntry {
-                        node: None,
-                        state: ShardState::Unassigned,
-                        progress: 0.0,
-                        moving_to: None,
-                    };
-                    freed.push(i);
-                }
-            }
-            st.epoch += 1;
-            freed
-        };
-        tracing::info!(node = id, "node left: {reason}");
-        self.emit(Event::NodeLeft {
-            node: id,
-            reason: reason.to_string(),
+        self.act(|hub, now| {
+            hub.core.remove_node(now, id, reason);
+            hub.links.remove(&id);
         });
-        for shard in freed {
-            self.emit(Event::ShardUnassigned { shard });
-        }
-        self.place();
-        self.notify();
     }
 
-    /// Gives every unassigned shard a node, if one has room, and tells the nodes to load.
-    pub fn place(&self) {
-        let loads = {
-            let mut st = self.state();
-            let bytes: Vec<u64> = self.inner.manifest.shards.iter().map(|s| s.bytes).collect();
-            let current: Vec<Option<u64>> = st.shards.iter().map(|s| s.node).collect();
-            let caps: Vec<placement::NodeCapacity> = st
-                .nodes
-                .values()
-                .map(|n| placement::NodeCapacity {
-                    id: n.info.id,
-                    memory_bytes: n.info.memory_bytes,
-                    gflops: n.info.gflops,
-                })
-                .collect();
-            let placed = placement::place(&bytes, &current, &caps);
-            let mut loads = Vec::new();
-            for (i, (old, new)) in current.iter().zip(&placed).enumerate() {
-                if old.is_none()
-                    && let Some(n) = new
-                {
-                    st.shards[i].node = Some(*n);
-                    st.shards[i].state = ShardState::Loading;
-                    st.shards[i].progress = 0.0;
-                    loads.push((i, *n));
-                }
-            }
-            loads
-        };
-        for (shard, node) in loads {
-            self.emit(Event::ShardPlaced { shard, node });
-            self.send_load(shard, node);
-        }
-    }
-
-    /// After a node joins: if the best contiguous placement over all nodes would make the
-    /// slowest node at least [`REBALANCE_GAIN`] faster than the current one, move the shards that
-    /// differ. Moves keep the old node serving until the new one is ready.
-    pub fn rebalance(&self) {
-        let moves = {
-            let st = self.state();
-            if st
-                .shards
-                .iter()
-                .any(|s| s.state != ShardState::Ready || s.moving_to.is_some())
-            {
-                return;
-            }
-            let bytes: Vec<u64> = self.inner.manifest.shards.iter().map(|s| s.bytes).collect();
-            let caps: Vec<placement::NodeCapacity> = st
-                .nodes
-                .values()
-                .map(|n| placement::NodeCapacity {
-                    id: n.info.id,
-                    memory_bytes: n.info.memory_bytes,
-                    gflops: n.info.gflops,
-                })
-                .collect();
-            let Some(best) = placement::contiguous(&bytes, &caps) else {
-                return;
-            };
-            let current: Vec<Option<u64>> = st.shards.iter().map(|s| s.node).collect();
-            let (now, then) = (
-                placement::slowest(&bytes, &current, &caps),
-                placement::slowest(&bytes, &best, &caps),
-            );
-            if then > now * REBALANCE_GAIN {
-                return;
-            }
-            current
-                .iter()
-                .zip(&best)
-                .enumerate()
-                .filter_map(|(i, (c, b))| {
-                    (c != b).then_some((i, b.expect("contiguous places every shard")))
-                })
-                .collect::<Vec<_>>()
-        };
-        for (shard, node) in moves {
-            let _ = self.move_shard(shard, node);
-        }
-    }
-
-    fn send_load(&self, shard: usize, node: u64) {
-        let info = &self.inner.manifest.shards[shard];
-        let msg = CoordinatorMessage::Load {
-            shard,
-            url: format!("/shards/{}", info.file),
-            sha256: info.sha256.clone(),
-            bytes: info.bytes,
-        };
-        self.send_to(node, &msg);
-    }
-
-    /// Sends a control message to a node (dropped silently if it is gone).
-    pub(crate) fn send_to(&self, node: u64, msg: &CoordinatorMessage) {
-        let text = serde_json::to_string(msg).expect("control messages serialise");
-        if let Some(n) = self.state().nodes.get(&node) {
-            let _ = n.tx.send(Message::Text(text.into()));
-        }
-    }
-
-    /// Moves `shard` to `node`: the target loads it while the current node keeps serving; the
-    /// route switches when the target is ready. Refused (with the reason) when the node is
-    /// unknown or lacks room.
+    /// Moves `shard` to `node` as a user asked (the app's drag, `POST /api/shards/{i}/move`):
+    /// the target loads it while the current node keeps serving, the route switches when it is
+    /// ready, and the shard stays pinned there until moved again, unpinned or the node leaves.
+    /// Refused (with the reason) when the node is unknown or lacks room.
     pub fn move_shard(&self, shard: usize, node: u64) -> Result<(), String> {
-        let refuse = |reason: String| {
-            self.emit(Event::MoveRefused {
-                shard,
-                node,
-                reason: reason.clone(),
-            });
-            Err(reason)
-        };
-        let bytes = match self.inner.manifest.shards.get(shard) {
-            Some(s) => s.bytes,
-            None => {
-                return Err(format!(
-                    "no shard {shard}: the model has {}",
-                    self.inner.manifest.shards.len()
-                ));
-            }
-        };
-        {
-            let mut st = self.state();
-            let Some(target) = st.nodes.get(&node) else {
-                drop(st);
-                return refuse(format!("no node {node}"));
-            };
-            let cap = placement::usable(&placement::NodeCapacity {
-                id: node,
-                memory_bytes: target.info.memory_bytes,
-                gflops: target.info.gflops,
-            });
-            let held: u64 = st
-                .shards_of(node)
-                .iter()
-                .map(|&i| self.inner.manifest.shards[i].bytes)
-                .sum();
-            let entry = &st.shards[shard];
-            if entry.node == Some(node) {
-                return Ok(());
-            }
-            if held + bytes > cap {
-                let name = target.info.name.clone();
-                drop(st);
-                return refuse(format!(
-                    "node {node} ({name}) has room for {} MB more, shard {shard} needs {} MB",
-                    cap.saturating_sub(held) / 1_000_000,
-                    bytes / 1_000_000
-                ));
-            }
-            if entry.node.is_none() {
-                st.shards[shard].node = Some(node);
-                st.shards[shard].state = ShardState::Loading;
-            } else {
-                st.shards[shard].moving_to = Some((node, 0.0));
-            }
-        }
-        self.emit(Event::ShardPlaced { shard, node });
-        self.send_load(shard, node);
-        Ok(())
+        self.act(|hub, now| hub.core.move_shard(now, shard, node))
     }
 
-    /// Tells nodes to free the shards they gave up in a move, once no running step still uses
-    /// a route through them.
-    pub(crate) fn unload_retired(&self) {
-        let done = self.state().take_unloadable();
-        for r in done {
-            self.send_to(r.node, &CoordinatorMessage::Unload { shard: r.shard });
-        }
+    /// Lets automatic placement move `shard` again (`POST /api/shards/{i}/unpin`).
+    pub fn unpin_shard(&self, shard: usize) -> Result<(), String> {
+        self.act(|hub, now| hub.core.unpin(now, shard))
     }
 
-    /// A node finished loading `shard`: it becomes (or stays) the shard's server.
-    pub(crate) fn shard_ready(&self, node: u64, shard: usize) {
-        let unload_from = {
-            let mut st = self.state();
-            let Some(s) = st.shards.get_mut(shard) else {
-                return;
-            };
-            let mut unload = None;
-            if s.moving_to.map(|m| m.0) == Some(node) {
-                unload = s.node;
-                s.node = Some(node);
-                s.moving_to = None;
-            } else if s.node != Some(node) {
-                drop(st);
-                // Not ours (any more): tell the node to drop it.
-                self.send_to(node, &CoordinatorMessage::Unload { shard });
-                return;
-            }
-            s.state = ShardState::Ready;
-            s.progress = 1.0;
-            st.epoch += 1;
-            if let Some(old) = unload {
-                let epoch = st.epoch;
-                st.retired.push(state::Retired {
-                    node: old,
-                    shard,
-                    epoch,
-                });
-            }
-            unload
-        };
-        self.emit(Event::ShardReady { shard, node });
-        if unload_from.is_some() {
-            self.unload_retired();
-        }
-        self.notify();
-        // Nodes that joined while shards were loading may now deserve some.
-        self.rebalance();
+    /// Why no generation can run now, or `None` when the pipeline is complete.
+    pub fn pipeline_problem(&self) -> Option<String> {
+        self.read(|c| c.pipeline_problem())
     }
 
-    pub(crate) fn shard_progress(&self, node: u64, shard: usize, fraction: f32) {
-        let fraction = if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        {
-            let mut st = self.state();
-            let Some(s) = st.shards.get_mut(shard) else {
-                return;
-            };
-            if s.node == Some(node) && s.state == ShardState::Loading {
-                s.progress = fraction;
-            } else if let Some((n, _)) = s.moving_to {
-                if n == node {
-                    s.moving_to = Some((n, fraction));
-                }
-            } else {
-                return;
-            }
+    /// The core's part of `/api/status`.
+    pub fn status(&self) -> serde_json::Value {
+        self.read(|c| c.status(Instant::now()))
+    }
+
+    /// Starts the ticker that hands the core the time (once, from inside the runtime). It
+    /// stops when the coordinator is dropped.
+    fn start_ticking(&self) {
+        if self.inner.ticking.swap(true, Ordering::SeqCst) {
+            return;
         }
-        self.emit(Event::ShardLoading {
-            shard,
-            node,
-            fraction,
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Coordinator { inner }.act(|hub, now| hub.core.tick(now));
+            }
         });
-    }
-
-    pub(crate) fn shard_failed(&self, node: u64, shard: usize, error: String) {
-        {
-            let mut st = self.state();
-            let Some(s) = st.shards.get_mut(shard) else {
-                return;
-            };
-            if s.moving_to.map(|m| m.0) == Some(node) {
-                s.moving_to = None;
-            } else if s.node == Some(node) {
-                *s = state::ShardEntry {
-                    node: None,
-                    state: ShardState::Unassigned,
-                    progress: 0.0,
-                    moving_to: None,
-                };
-            }
-        }
-        tracing::warn!(node, shard, "shard failed to load: {error}");
-        self.emit(Event::ShardFailed { shard, node, error });
-        self.notify();
     }
 }

@@ -100,6 +100,18 @@ pub fn slowest(shard_bytes: &[u64], assignment: &[Option<u64>], nodes: &[NodeCap
 /// minimises the largest `bytes / gflops` over nodes, within each node's usable memory.
 /// `None` when the shards cannot all be placed.
 pub fn contiguous(shard_bytes: &[u64], nodes: &[NodeCapacity]) -> Option<Vec<Option<u64>>> {
+    contiguous_pinned(shard_bytes, nodes, &[])
+}
+
+/// [`contiguous`] where `pins[i] = Some(node)` keeps shard `i` on `node` (a user's move);
+/// `pins` may be shorter than the shards (the rest are free). `None` when no contiguous
+/// assignment in id order keeps every pin and fits.
+pub fn contiguous_pinned(
+    shard_bytes: &[u64],
+    nodes: &[NodeCapacity],
+    pins: &[Option<u64>],
+) -> Option<Vec<Option<u64>>> {
+    let pin = |i: usize| pins.get(i).copied().flatten();
     let mut nodes: Vec<&NodeCapacity> = nodes.iter().collect();
     nodes.sort_by_key(|n| n.id);
     let (s, n) = (shard_bytes.len(), nodes.len());
@@ -112,7 +124,7 @@ pub fn contiguous(shard_bytes: &[u64], nodes: &[NodeCapacity]) -> Option<Vec<Opt
     }
     let cost = |node: &NodeCapacity, a: usize, b: usize| {
         let bytes = prefix[b] - prefix[a];
-        if bytes > usable(node) {
+        if bytes > usable(node) || (a..b).any(|i| pin(i).is_some_and(|p| p != node.id)) {
             f64::INFINITY
         } else {
             bytes as f64 / node.gflops.max(1e-6)
@@ -205,6 +217,29 @@ mod tests {
             &[node(1, 1000, 1.0), node(2, 1000, 1.0)],
         );
         assert!(p[1] == Some(1) || p[1] == Some(2), "{p:?}");
+    }
+
+    #[test]
+    fn pinned_shards_stay_on_their_node_and_the_rest_balance_around_them() {
+        let nodes = [node(1, 1000, 1.0), node(2, 1000, 1.0)];
+        let bytes = [100 << 20; 4];
+        // Free: two each. Shard 1 pinned to node 2: node 2's run must include it.
+        let p = contiguous_pinned(&bytes, &nodes, &[None, Some(2)]).unwrap();
+        assert_eq!(p[1], Some(2), "{p:?}");
+        assert_eq!(p, vec![Some(1), Some(2), Some(2), Some(2)]);
+        // A pin to the slower of two nodes is kept even though it costs time.
+        let slow_fast = [node(1, 1000, 1.0), node(2, 1000, 10.0)];
+        let free = contiguous(&bytes, &slow_fast).unwrap();
+        assert!(free.iter().all(|n| *n == Some(2)), "{free:?}");
+        let p = contiguous_pinned(&bytes, &slow_fast, &[Some(1)]).unwrap();
+        assert_eq!(p, vec![Some(1), Some(2), Some(2), Some(2)]);
+        // Pins that id order cannot honour (shard 0 on node 2, shard 3 on node 1): none.
+        assert_eq!(
+            contiguous_pinned(&bytes, &nodes, &[Some(2), None, None, Some(1)]),
+            None
+        );
+        // A pin to a node that is not there: none.
+        assert_eq!(contiguous_pinned(&bytes, &nodes, &[Some(9)]), None);
     }
 
     #[test]

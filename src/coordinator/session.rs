@@ -1,25 +1,24 @@
-//! One generation as a session: tokenize, then step after step send the new tokens through the
-//! route (node to node via the coordinator), sample from the last shard's top-k logits and
-//! stream the text. When a node fails or the route changes, the session's caches are rebuilt by
-//! replaying every token so far as one prefill, then generation goes on: no token is lost or
-//! repeated, and greedy output equals an uninterrupted run.
-
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+//! One generation as a plain state machine ([`SessionMachine`]): which tokens the next step
+//! carries (the prompt in chunks of at most `chunk` tokens, so other sessions' steps run
+//! between them; then one token at a time), what to do with a step's outcome (sample, or count
+//! a failure and replay), and when to rebuild the caches: a session built under another epoch
+//! replays every token so far, in chunks, before its next step, so no token is lost or
+//! repeated and greedy output equals an uninterrupted run. The async loop that drives it
+//! against the core lives in driver.rs.
+//!
+//! Seams for later work: [`SessionMachine::rollback`] truncates the sequence to a position
+//! (speculative decoding rejects drafts, an audit rejects a node's tokens); today the caches
+//! are then rebuilt by replay, and a node message truncating a cache in place will make it
+//! cheap. A multi-token verification step is a `StepRequest` whose last hop returns logits
+//! for several rows.
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
-use super::Coordinator;
-use super::events::Event;
-use super::state::{Hop, Pending, SessionInfo};
-use super::wire::{CoordinatorMessage, StepOutputKind};
-use crate::protocol::{self, Frame, Limits, MessageType, Tokens, TopLogits};
+use super::state::{StepOutcome, StepRequest};
 use crate::sampling::{Sampler, SamplingParams};
-use crate::tokenizer::TextStream;
 
-/// Failed hops tolerated in one generation before it gives up.
-const MAX_FAILOVERS: usize = 8;
+/// Failed steps tolerated in one generation before it gives up.
+pub const MAX_FAILOVERS: usize = 8;
 
 /// A generation request (`POST /api/generate`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -52,405 +51,311 @@ pub enum GenerateEvent {
     },
     /// The generation failed.
     Error { message: String },
+    /// No complete pipeline of nodes: these shards had no node (or never finished loading)
+    /// for the configured time. The HTTP API answers 503.
+    Unavailable {
+        message: String,
+        missing_shards: Vec<usize>,
+    },
 }
 
-/// Why a hop failed.
-enum HopError {
-    /// The node failed or left: fail over.
-    Node(u64, String),
+/// Why a generation ended without finishing.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    /// The request cannot run (empty prompt, too long, bad sampling parameters).
+    #[error("{0}")]
+    Invalid(String),
+    /// `max_sessions` generations are running.
+    #[error("{running} generations are running; try again shortly")]
+    Busy { running: usize },
+    /// No complete pipeline for the configured time.
+    #[error("no complete pipeline: {detail}")]
+    Unavailable {
+        /// Shards without a ready node.
+        missing: Vec<usize>,
+        detail: String,
+    },
+    /// The cluster kept failing, or a tokenizer error.
+    #[error("{0}")]
+    Failed(String),
 }
 
-impl Coordinator {
-    /// Runs a generation, sending its events to `out`; returns when it ends, the client goes
-    /// away (`out` closed), or it fails. The session's caches are freed on every node in all cases.
-    pub async fn generate(&self, req: GenerateRequest, out: mpsc::Sender<GenerateEvent>) {
-        if let Err(message) = self.generate_inner(req, &out).await {
-            let _ = out.send(GenerateEvent::Error { message }).await;
+impl SessionError {
+    /// The event a client receives for this error.
+    pub fn event(&self) -> GenerateEvent {
+        match self {
+            SessionError::Unavailable { missing, .. } => GenerateEvent::Unavailable {
+                message: self.to_string(),
+                missing_shards: missing.clone(),
+            },
+            other => GenerateEvent::Error {
+                message: other.to_string(),
+            },
         }
     }
+}
 
-    async fn generate_inner(
-        &self,
-        req: GenerateRequest,
-        out: &mpsc::Sender<GenerateEvent>,
-    ) -> Result<(), String> {
-        req.sampling.validate()?;
-        let tok = self.tokenizer();
-        let prompt_ids = tok.encode(&req.prompt).map_err(|e| e.to_string())?;
-        if prompt_ids.is_empty() {
-            return Err("the prompt is empty".into());
-        }
-        let ctx = self.manifest().config.context_length;
-        if prompt_ids.len() >= ctx {
-            return Err(format!(
-                "the prompt is {} tokens; the model's context is {ctx}",
-                prompt_ids.len()
-            ));
-        }
-        let session = {
-            let mut st = self.state();
-            if st.sessions.len() >= self.config().max_sessions {
-                return Err(format!(
-                    "{} generations are running; try again shortly",
-                    st.sessions.len()
-                ));
-            }
-            let id = st.next_session;
-            st.next_session += 1;
-            st.sessions.insert(
-                id,
-                SessionInfo {
-                    id,
-                    prompt_tokens: prompt_ids.len(),
-                    generated: 0,
-                },
-            );
-            id
-        };
-        self.emit(Event::SessionOpened {
-            session,
-            prompt_tokens: prompt_ids.len(),
-        });
-        let mut touched = BTreeSet::new();
-        let result = self
-            .run_session(session, &req, prompt_ids, out, &mut touched)
-            .await;
-        for node in touched {
-            self.send_to(node, &CoordinatorMessage::Close { session });
-        }
-        self.state().sessions.remove(&session);
-        let reason = match &result {
-            Ok(r) => r.clone(),
-            Err(e) => format!("error: {e}"),
-        };
-        self.emit(Event::SessionClosed { session, reason });
-        result.map(|_| ())
-    }
+/// What the session does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Run this step; with `reset`, free the session's caches on every node first (a replay).
+    Step { req: StepRequest, reset: bool },
+    /// The generation is complete.
+    Done(&'static str),
+}
 
-    async fn run_session(
-        &self,
-        session: u64,
-        req: &GenerateRequest,
-        prompt_ids: Vec<u32>,
-        out: &mpsc::Sender<GenerateEvent>,
-        touched: &mut BTreeSet<u64>,
-    ) -> Result<String, String> {
-        let cfg = &self.manifest().config;
-        let max_tokens = req.max_tokens.min(cfg.context_length - prompt_ids.len());
-        if out
-            .send(GenerateEvent::Start {
-                session,
-                prompt_ids: prompt_ids.clone(),
-            })
-            .await
-            .is_err()
-        {
-            return Ok("client left".into());
-        }
-        let mut sampler = Sampler::new(req.sampling.clone());
-        let mut stream = TextStream::default();
-        let mut seq = prompt_ids.clone();
-        let mut ids: Vec<u32> = Vec::new();
-        let mut text = String::new();
-        let mut cached = 0usize; // tokens in the session's caches
-        let mut built_epoch: Option<u64> = None;
-        let mut failovers = 0usize;
-        let k = self
-            .config()
-            .top_k
-            .max(req.sampling.top_k)
-            .min(cfg.vocab_size);
-        let start = Instant::now();
-        let reason = loop {
-            if ids.len() >= max_tokens {
-                break "max_tokens".to_string();
-            }
-            let (route, epoch) = self.wait_route().await?;
-            if built_epoch != Some(epoch) {
-                // Nodes may hold this session's caches, complete or left by a step that failed
-                // part-way: free them all and replay the whole sequence on the new route.
-                if !touched.is_empty() {
-                    for node in touched.iter() {
-                        self.send_to(*node, &CoordinatorMessage::Close { session });
-                    }
-                    touched.clear();
-                    self.emit(Event::SessionReplayed {
-                        session,
-                        tokens: seq.len(),
-                    });
-                }
-                cached = 0;
-                built_epoch = Some(epoch);
-            }
-            let step = {
-                let _running = InFlight::new(self, epoch);
-                self.run_step(session, &route, cached, &seq[cached..], k, touched)
-                    .await
-            };
-            self.unload_retired();
-            let logits = match step {
-                Ok(l) => l,
-                Err(HopError::Node(node, why)) => {
-                    failovers += 1;
-                    if failovers > MAX_FAILOVERS {
-                        return Err(format!(
-                            "giving up after {MAX_FAILOVERS} failed steps; last: node {node}: {why}"
-                        ));
-                    }
-                    if self.state().epoch != epoch {
-                        // The route changed under this step (a move or a node leaving): the
-                        // node is not to blame. Replay on the new route.
-                        tracing::info!(
-                            session,
-                            node,
-                            "step failed on a route that changed ({why}); replaying"
-                        );
-                    } else {
-                        tracing::warn!(session, node, "step failed ({why}); failing over");
-                        self.remove_node(node, &format!("failed a step: {why}"));
-                    }
-                    built_epoch = None;
-                    continue;
-                }
-            };
-            cached = seq.len();
-            let mut cands: Vec<(u32, f32)> =
-                logits.entries.iter().map(|e| (e.id, e.logit)).collect();
-            let next = sampler.sample(&mut cands, &seq);
-            if cfg.eos_token_ids.contains(&next) {
-                break "eos".to_string();
-            }
-            seq.push(next);
-            ids.push(next);
-            let piece = stream
-                .push(self.tokenizer(), next)
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            text.push_str(&piece);
-            if let Some(s) = self.state().sessions.get_mut(&session) {
-                s.generated = ids.len();
-            }
-            self.emit(Event::TokenSampled {
-                session,
-                id: next,
-                text: piece.clone(),
-            });
-            if out
-                .send(GenerateEvent::Token {
-                    id: next,
-                    text: piece,
-                })
-                .await
-                .is_err()
-            {
-                return Ok("client left".into());
-            }
-        };
-        if let Some(rest) = stream.finish(self.tokenizer()).map_err(|e| e.to_string())? {
-            text.push_str(&rest);
-            let _ = out
-                .send(GenerateEvent::Token {
-                    id: u32::MAX,
-                    text: rest,
-                })
-                .await;
-        }
-        let secs = start.elapsed().as_secs_f64().max(1e-9);
-        let _ = out
-            .send(GenerateEvent::Done {
-                ids: ids.clone(),
-                text,
-                reason: reason.clone(),
-                tokens_per_second: ids.len() as f64 / secs,
-            })
-            .await;
-        Ok(reason)
-    }
+/// What a step's outcome did to the session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Advance {
+    /// A chunk of the prompt (or of a replay) is in the caches; more follow.
+    Prefilled,
+    /// A token was sampled.
+    Token(u32),
+    /// The model ended the text.
+    Eos,
+    /// A hop failed: the session replays on the next route.
+    Retry,
+    /// Too many failed steps.
+    GiveUp(String),
+}
 
-    /// Waits until every shard is ready; returns the route and the epoch it belongs to.
-    async fn wait_route(&self) -> Result<(Vec<Hop>, u64), String> {
-        let deadline = Instant::now() + self.config().pipeline_timeout;
-        loop {
-            let notified = self.changed();
-            {
-                let st = self.state();
-                if let Some(r) = st.route() {
-                    return Ok((r, st.epoch));
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let st = self.state();
-                let missing: Vec<String> = st
-                    .shards
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.state != super::state::ShardState::Ready)
-                    .map(|(i, s)| format!("shard {i} is {:?}", s.state).to_lowercase())
-                    .collect();
-                return Err(format!(
-                    "no complete pipeline: {} ({} nodes connected)",
-                    missing.join(", "),
-                    st.nodes.len()
-                ));
-            }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
-        }
-    }
+/// One generation. See the module docs.
+pub struct SessionMachine {
+    id: u64,
+    seq: Vec<u32>,
+    prompt_len: usize,
+    max_tokens: usize,
+    /// Tokens in the session's caches on the nodes.
+    cached: usize,
+    built_epoch: Option<u64>,
+    /// End of the tokens the step in flight carries.
+    in_flight: Option<usize>,
+    failovers: usize,
+    k: usize,
+    chunk: usize,
+    sampler: Sampler,
+    eos: Vec<u32>,
+}
 
-    /// Runs one step (`tokens` at position `pos`) along `route`; returns the top logits.
-    async fn run_step(
-        &self,
-        session: u64,
-        route: &[Hop],
-        pos: usize,
-        tokens: &[u32],
+impl SessionMachine {
+    /// A session `id` continuing `prompt` by at most `max_tokens` tokens, asking the last node
+    /// for `k` candidates and running prefills in chunks of at most `chunk` tokens.
+    pub fn new(
+        id: u64,
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        sampling: SamplingParams,
         k: usize,
-        touched: &mut BTreeSet<u64>,
-    ) -> Result<TopLogits, HopError> {
-        let seq = protocol::seq_pos_for((pos + tokens.len()) as u64);
-        let mut frame = Tokens {
-            ids: tokens.to_vec(),
+        chunk: usize,
+        eos: Vec<u32>,
+    ) -> SessionMachine {
+        SessionMachine {
+            id,
+            prompt_len: prompt.len(),
+            seq: prompt,
+            max_tokens,
+            cached: 0,
+            built_epoch: None,
+            in_flight: None,
+            failovers: 0,
+            k: k.max(1),
+            chunk: chunk.max(1),
+            sampler: Sampler::new(sampling),
+            eos,
         }
-        .to_frame(seq, 0)
-        .expect("non-empty token list");
-        let limits = Limits::default();
-        for (h, hop) in route.iter().enumerate() {
-            let last = h + 1 == route.len();
-            let output = if last {
-                StepOutputKind::TopK { k }
-            } else {
-                StepOutputKind::Hidden {
-                    encoding: self.config().encoding,
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Prompt and generated tokens so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.seq
+    }
+
+    /// Generated tokens so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.seq[self.prompt_len..]
+    }
+
+    /// Failed steps so far.
+    pub fn failovers(&self) -> usize {
+        self.failovers
+    }
+
+    /// The next step on the route of `epoch`.
+    pub fn next(&mut self, epoch: u64) -> Next {
+        if self.generated().len() >= self.max_tokens {
+            return Next::Done("max_tokens");
+        }
+        let reset = self.built_epoch != Some(epoch);
+        if reset {
+            // Nodes may hold caches built on another route, complete or left by a step that
+            // failed part-way: free them and replay everything on this route.
+            self.cached = 0;
+            self.built_epoch = Some(epoch);
+        }
+        let end = (self.cached + self.chunk).min(self.seq.len());
+        self.in_flight = Some(end);
+        Next::Step {
+            req: StepRequest {
+                session: self.id,
+                epoch,
+                pos: self.cached,
+                tokens: self.seq[self.cached..end].to_vec(),
+                k: self.k,
+            },
+            reset,
+        }
+    }
+
+    /// The step from the last [`next`](Self::next) ended with `outcome`.
+    pub fn step_done(&mut self, outcome: StepOutcome) -> Advance {
+        let Some(end) = self.in_flight.take() else {
+            return Advance::Retry;
+        };
+        let top = match outcome {
+            Ok(top) => top,
+            Err(f) => {
+                self.failovers += 1;
+                self.built_epoch = None;
+                if self.failovers > MAX_FAILOVERS {
+                    return Advance::GiveUp(format!(
+                        "giving up after {MAX_FAILOVERS} failed steps; last: node {}: {}",
+                        f.node, f.why
+                    ));
                 }
-            };
-            touched.insert(hop.node);
-            let started = Instant::now();
-            let sent_kind = kind_name(frame.msg_type);
-            let sent_bytes = frame.encoded_len();
-            let reply = self.hop(session, *hop, pos, output, frame).await?;
-            let want = if last {
-                MessageType::TopLogits
-            } else {
-                MessageType::Activation
-            };
-            if reply.msg_type != want {
-                return Err(HopError::Node(
-                    hop.node,
-                    format!("returned a {:?} frame, expected {want:?}", reply.msg_type),
-                ));
+                return Advance::Retry;
             }
-            self.emit(Event::FrameRelayed {
-                session,
-                node: hop.node,
-                first_shard: hop.first,
-                last_shard: hop.last,
-                sent_kind,
-                sent_bytes,
-                received_kind: kind_name(reply.msg_type),
-                received_bytes: reply.encoded_len(),
-                tokens: tokens.len(),
-                micros: started.elapsed().as_micros() as u64,
-            });
-            if last {
-                return TopLogits::from_frame(&reply, &limits)
-                    .map_err(|e| HopError::Node(hop.node, e.to_string()));
-            }
-            frame = reply;
-        }
-        unreachable!("a route has at least one hop")
-    }
-
-    /// Sends `frame` to `hop.node` with a `step` message and waits for its reply frame.
-    async fn hop(
-        &self,
-        session: u64,
-        hop: Hop,
-        pos: usize,
-        output: StepOutputKind,
-        mut frame: Frame,
-    ) -> Result<Frame, HopError> {
-        let (tx, rx) = oneshot::channel();
-        let step = {
-            let mut st = self.state();
-            if !st.nodes.contains_key(&hop.node) {
-                return Err(HopError::Node(hop.node, "left".into()));
-            }
-            let step = st.step_id();
-            st.pending.insert(
-                step,
-                Pending {
-                    node: hop.node,
-                    reply: tx,
-                },
-            );
-            step
         };
-        frame.request_id = step;
-        let msg = CoordinatorMessage::Step {
-            step,
-            session,
-            pos,
-            first: hop.first,
-            last: hop.last,
-            output,
-        };
-        {
-            let st = self.state();
-            let Some(n) = st.nodes.get(&hop.node) else {
-                return Err(HopError::Node(hop.node, "left".into()));
-            };
-            let text = serde_json::to_string(&msg).expect("serialises");
-            let _ = n.tx.send(axum::extract::ws::Message::Text(text.into()));
-            let _ = n.tx.send(axum::extract::ws::Message::Binary(
-                protocol::encode(&frame).into(),
-            ));
+        self.cached = end;
+        if end < self.seq.len() {
+            return Advance::Prefilled;
         }
-        match tokio::time::timeout(self.config().step_timeout, rx).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(why))) => Err(HopError::Node(hop.node, why)),
-            Ok(Err(_)) => Err(HopError::Node(hop.node, "left during the step".into())),
-            Err(_) => {
-                self.state().pending.remove(&step);
-                Err(HopError::Node(
-                    hop.node,
-                    format!("did not answer within {:?}", self.config().step_timeout),
-                ))
-            }
+        let mut cands: Vec<(u32, f32)> = top.entries.iter().map(|e| (e.id, e.logit)).collect();
+        let next = self.sampler.sample(&mut cands, &self.seq);
+        if self.eos.contains(&next) {
+            return Advance::Eos;
         }
+        self.seq.push(next);
+        Advance::Token(next)
+    }
+
+    /// Forgets the tokens after the first `len` (never into the prompt): the caches are
+    /// rebuilt to `len` by replay before the next step.
+    pub fn rollback(&mut self, len: usize) {
+        let len = len.clamp(self.prompt_len, self.seq.len());
+        self.seq.truncate(len);
+        if self.cached >= len {
+            // The caches hold the last kept token (or more): its logits must be computed
+            // again, so they are rebuilt.
+            self.built_epoch = None;
+        }
+        self.in_flight = None;
     }
 }
 
-/// Counts a step as running on the route of its epoch while it lives.
-struct InFlight<'a> {
-    coord: &'a Coordinator,
-    epoch: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::state::HopFailure;
+    use crate::protocol::{TopLogit, TopLogits};
 
-impl<'a> InFlight<'a> {
-    fn new(coord: &'a Coordinator, epoch: u64) -> Self {
-        *coord.state().inflight.entry(epoch).or_insert(0) += 1;
-        InFlight { coord, epoch }
+    fn top(id: u32) -> StepOutcome {
+        Ok(TopLogits {
+            entries: vec![TopLogit { id, logit: 2.0 }, TopLogit { id: 99, logit: 1.0 }],
+        })
     }
-}
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut st = self.coord.state();
-        if let Some(n) = st.inflight.get_mut(&self.epoch) {
-            *n -= 1;
-            if *n == 0 {
-                st.inflight.remove(&self.epoch);
-            }
+    fn step(n: Next) -> (StepRequest, bool) {
+        match n {
+            Next::Step { req, reset } => (req, reset),
+            Next::Done(r) => panic!("done: {r}"),
         }
     }
-}
 
-fn kind_name(t: MessageType) -> &'static str {
-    match t {
-        MessageType::Tokens => "tokens",
-        MessageType::Activation => "activation",
-        MessageType::TopLogits => "top_logits",
-        _ => "other",
+    fn failed() -> StepOutcome {
+        Err(HopFailure {
+            node: 3,
+            why: "left".into(),
+            blamed: false,
+        })
+    }
+
+    #[test]
+    fn a_long_prompt_runs_in_chunks_then_one_token_a_step() {
+        let mut s = SessionMachine::new(1, (0..10).collect(), 2, Default::default(), 8, 4, vec![0]);
+        let (r, reset) = step(s.next(5));
+        assert!(reset, "a new session starts clean");
+        assert_eq!((r.pos, r.tokens.clone(), r.epoch), (0, vec![0, 1, 2, 3], 5));
+        assert_eq!(s.step_done(top(7)), Advance::Prefilled);
+        let (r, reset) = step(s.next(5));
+        assert!(!reset);
+        assert_eq!((r.pos, r.tokens.len()), (4, 4));
+        assert_eq!(s.step_done(top(7)), Advance::Prefilled);
+        let (r, _) = step(s.next(5));
+        assert_eq!((r.pos, r.tokens.clone()), (8, vec![8, 9]));
+        assert_eq!(
+            s.step_done(top(42)),
+            Advance::Token(42),
+            "sampled after the last chunk"
+        );
+        let (r, _) = step(s.next(5));
+        assert_eq!((r.pos, r.tokens.clone()), (10, vec![42]));
+        assert_eq!(s.step_done(top(43)), Advance::Token(43));
+        assert_eq!(s.next(5), Next::Done("max_tokens"));
+        assert_eq!(s.generated(), &[42, 43]);
+    }
+
+    #[test]
+    fn a_new_epoch_or_a_failure_replays_everything() {
+        let mut s = SessionMachine::new(1, vec![5, 6, 7], 10, Default::default(), 8, 64, vec![0]);
+        step(s.next(1));
+        assert_eq!(s.step_done(top(8)), Advance::Token(8));
+        step(s.next(1));
+        assert_eq!(s.step_done(top(9)), Advance::Token(9));
+        // The route changed: the whole sequence again from position 0, after a reset.
+        let (r, reset) = step(s.next(2));
+        assert!(reset);
+        assert_eq!((r.pos, r.tokens.clone()), (0, vec![5, 6, 7, 8, 9]));
+        assert_eq!(s.step_done(failed()), Advance::Retry);
+        // A failure replays even on the same epoch.
+        let (r, reset) = step(s.next(2));
+        assert!(reset);
+        assert_eq!(r.pos, 0);
+        assert_eq!(s.step_done(top(1)), Advance::Token(1));
+        assert_eq!(s.failovers(), 1);
+    }
+
+    #[test]
+    fn eos_ends_and_too_many_failures_give_up() {
+        let mut s = SessionMachine::new(1, vec![5], 10, Default::default(), 8, 64, vec![0]);
+        step(s.next(1));
+        assert_eq!(s.step_done(top(0)), Advance::Eos);
+        let mut s = SessionMachine::new(2, vec![5], 10, Default::default(), 8, 64, vec![0]);
+        for _ in 0..MAX_FAILOVERS {
+            step(s.next(1));
+            assert_eq!(s.step_done(failed()), Advance::Retry);
+        }
+        step(s.next(1));
+        assert!(matches!(s.step_done(failed()), Advance::GiveUp(m) if m.contains("node 3")));
+    }
+
+    #[test]
+    fn rollback_replays_to_the_position_and_keeps_the_prompt() {
+        let mut s = SessionMachine::new(1, vec![5, 6], 10, Default::default(), 8, 64, vec![0]);
+        for id in [10, 11, 12] {
+            step(s.next(1));
+            assert_eq!(s.step_done(top(id)), Advance::Token(id));
+        }
+        s.rollback(3);
+        assert_eq!(s.tokens(), &[5, 6, 10]);
+        let (r, reset) = step(s.next(1));
+        assert!(reset, "the caches held more than the sequence: rebuilt");
+        assert_eq!((r.pos, r.tokens.clone()), (0, vec![5, 6, 10]));
+        s.rollback(0);
+        assert_eq!(s.tokens(), &[5, 6], "never into the prompt");
     }
 }

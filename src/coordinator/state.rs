@@ -1,18 +1,96 @@
-//! The coordinator's shared state: nodes, shard assignments, pending step replies, sessions.
-//! It sits behind one std mutex that is never held across an await; every change that alters
-//! routes bumps `epoch`, which tells sessions their caches must be rebuilt.
+//! The coordinator's core as a sans-IO state machine ([`Core`]): nodes, shard placement and
+//! loads, moves and pins, steps in flight with their deadlines, sessions' node caches, learned
+//! speeds. Its fields are private; it changes only through methods that take plain values
+//! (a node's hello, a decoded frame, the time now) and queue [`Output`]s saying what to send to
+//! whom, which the caller drains with [`Core::drain`] and performs (mod.rs does, over the nodes'
+//! sockets; the unit tests in state/tests.rs just look at them).
+//!
+//! Invariants: every route change bumps `epoch`, and a session whose caches were built under
+//! another epoch replays before its next step; a shard that left a node in a move is unloaded
+//! only once no step of an older route is still running (`retired`); a pinned shard (a user's
+//! move) is never moved by automatic rebalancing; every step and every load has a deadline,
+//! and a node that misses one is removed like a node that failed.
+
+mod sessions;
+mod shards;
+mod status;
+mod steps;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use axum::extract::ws::Message;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 
-use super::wire::NodeKind;
+pub use self::steps::{HopFailure, StepOutcome, StepRefused, StepRequest};
+use super::events::Event;
+use super::speed::{Deadlines, Speed, bounded_memory};
+use super::wire::{CoordinatorMessage, NodeKind, WireEncoding};
 use crate::protocol::Frame;
 
-/// What a node reported when it joined.
+/// What placement and steps need to know of the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelShape {
+    pub shards: Vec<ShardShape>,
+    /// Width of the hidden states between shards.
+    pub hidden: usize,
+    pub vocab: usize,
+}
+
+/// One shard of the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardShape {
+    /// Size of the shard file (what a node must hold and download).
+    pub bytes: u64,
+    pub layers: usize,
+    /// File name, served at `/shards/FILE`.
+    pub file: String,
+    pub sha256: String,
+}
+
+impl ModelShape {
+    /// The shape of a split model.
+    pub fn of(m: &splitter::Manifest) -> ModelShape {
+        ModelShape {
+            shards: m
+                .shards
+                .iter()
+                .map(|s| ShardShape {
+                    bytes: s.bytes,
+                    layers: s.layer_range().len(),
+                    file: s.file.clone(),
+                    sha256: s.sha256.clone(),
+                })
+                .collect(),
+            hidden: m.config.hidden_size,
+            vocab: m.config.vocab_size,
+        }
+    }
+}
+
+/// The core's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoreConfig {
+    pub deadlines: Deadlines,
+    /// Encoding of hidden states between nodes.
+    pub encoding: WireEncoding,
+    /// Most sessions open at once.
+    pub max_sessions: usize,
+}
+
+/// What a node said about itself in `hello` (the version already checked).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    pub name: String,
+    pub kind: NodeKind,
+    pub backend: String,
+    pub adapter: String,
+    pub memory_bytes: u64,
+    pub gflops: f64,
+}
+
+/// A node as the coordinator shows it: its claims, made plausible.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInfo {
     pub id: u64,
@@ -20,17 +98,30 @@ pub struct NodeInfo {
     pub kind: NodeKind,
     pub adapter: String,
     pub backend: String,
+    /// Memory offered (bounded to a plausible size).
     pub memory_bytes: u64,
+    /// Claimed speed (bounded); the learned one is in the status.
     pub gflops: f64,
 }
 
+/// Memory a node reports it really holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MemoryReport {
+    pub weights_bytes: u64,
+    pub kv_bytes: u64,
+}
+
 /// A connected node.
-pub struct NodeEntry {
-    pub info: NodeInfo,
-    /// Messages to the node's socket task.
-    pub tx: mpsc::UnboundedSender<Message>,
-    pub tokens_processed: u64,
-    pub joined: Instant,
+#[derive(Debug, Clone)]
+struct Node {
+    info: NodeInfo,
+    speed: Speed,
+    held: Option<MemoryReport>,
+    tokens_processed: u64,
+    joined: Instant,
+    /// When its last reply arrived: the node runs steps in order, so a step sent before that
+    /// started then.
+    last_done: Option<Instant>,
 }
 
 /// Load state of a shard, as `/api/status` names it.
@@ -42,55 +133,45 @@ pub enum ShardState {
     Ready,
 }
 
+/// A move in progress: the target loads while the current node keeps serving.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Move {
+    node: u64,
+    progress: f32,
+    deadline: Instant,
+}
+
 /// One shard's placement.
-#[derive(Debug, Clone)]
-pub struct ShardEntry {
+#[derive(Debug, Clone, PartialEq)]
+struct ShardEntry {
     /// The node that serves the shard (or is loading it, when not yet ready).
-    pub node: Option<u64>,
-    pub state: ShardState,
-    pub progress: f32,
-    /// A move in progress: the target loads while `node` keeps serving.
-    pub moving_to: Option<(u64, f32)>,
+    node: Option<u64>,
+    state: ShardState,
+    progress: f32,
+    /// When `node` must have finished loading (while `Loading`).
+    deadline: Option<Instant>,
+    moving_to: Option<Move>,
+    /// A user's move: automatic rebalancing leaves the shard on this node.
+    pinned: Option<u64>,
 }
 
-/// A step waiting for its node's reply.
-pub struct Pending {
-    pub node: u64,
-    pub reply: oneshot::Sender<Result<Frame, String>>,
-}
-
-/// A generation in progress.
-#[derive(Debug, Clone, Serialize)]
-pub struct SessionInfo {
-    pub id: u64,
-    pub prompt_tokens: usize,
-    pub generated: usize,
-}
-
-/// Everything behind the coordinator's mutex.
-pub struct State {
-    pub nodes: BTreeMap<u64, NodeEntry>,
-    pub shards: Vec<ShardEntry>,
-    pub pending: HashMap<u32, Pending>,
-    pub sessions: BTreeMap<u64, SessionInfo>,
-    pub next_node: u64,
-    pub next_step: u32,
-    pub next_session: u64,
-    /// Bumped whenever a route changes; sessions built under another epoch replay.
-    pub epoch: u64,
-    /// Steps running now, by the epoch of the route they use.
-    pub inflight: BTreeMap<u64, usize>,
-    /// Shards a node no longer serves after a move, unloaded once no step of an older route is
-    /// still running (so a step in flight never meets a shard that just left).
-    pub retired: Vec<Retired>,
+impl ShardEntry {
+    const FREE: ShardEntry = ShardEntry {
+        node: None,
+        state: ShardState::Unassigned,
+        progress: 0.0,
+        deadline: None,
+        moving_to: None,
+        pinned: None,
+    };
 }
 
 /// A shard left `node` when the route of `epoch` took over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retired {
-    pub node: u64,
-    pub shard: usize,
-    pub epoch: u64,
+struct Retired {
+    node: u64,
+    shard: usize,
+    epoch: u64,
 }
 
 /// One hop of a route: a node and the consecutive shards it runs.
@@ -101,44 +182,241 @@ pub struct Hop {
     pub last: usize,
 }
 
-impl State {
-    /// Empty state for a model with `n_shards` shards.
-    pub fn new(n_shards: usize) -> State {
-        State {
+/// Whether generations can run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteState {
+    /// Every shard is ready: steps run on the route of this epoch.
+    Ready { epoch: u64 },
+    /// Every shard has a node, some are still loading.
+    Loading,
+    /// These shards have no node at all.
+    Missing { shards: Vec<usize> },
+}
+
+/// What the core asks its driver to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send the `welcome` message (with the manifest) to a node that just joined.
+    Welcome { node: u64 },
+    /// Send a control message.
+    Send { node: u64, msg: CoordinatorMessage },
+    /// Send a SYN1 frame.
+    Frame { node: u64, frame: Frame },
+    /// Close the node's connection with this reason (it was removed).
+    Disconnect { node: u64, reason: String },
+    /// Publish an event.
+    Event(Event),
+    /// A step ended; its session is waiting for this.
+    StepDone { step: u64, outcome: StepOutcome },
+    /// Placement or readiness changed: wake sessions waiting for a route.
+    Changed,
+}
+
+/// A generation's node-side footprint.
+#[derive(Debug, Clone)]
+struct SessionEntry {
+    prompt_tokens: usize,
+    generated: usize,
+    /// Nodes that may hold this session's caches.
+    touched: BTreeSet<u64>,
+}
+
+/// The coordinator's state. See the module docs.
+#[derive(Debug)]
+pub struct Core {
+    cfg: CoreConfig,
+    model: ModelShape,
+    nodes: BTreeMap<u64, Node>,
+    shards: Vec<ShardEntry>,
+    sessions: BTreeMap<u64, SessionEntry>,
+    steps: HashMap<u64, steps::Step>,
+    pending: HashMap<u32, steps::PendingHop>,
+    next_node: u64,
+    next_request: u32,
+    next_step: u64,
+    next_session: u64,
+    /// Bumped whenever a route changes; sessions built under another epoch replay.
+    epoch: u64,
+    retired: Vec<Retired>,
+    out: Vec<Output>,
+}
+
+/// A rebalance happens only when it makes the slowest node's time per token at most this
+/// fraction of what it is.
+pub const REBALANCE_GAIN: f64 = 0.8;
+
+impl Core {
+    /// An empty cluster for `model`.
+    pub fn new(cfg: CoreConfig, model: ModelShape) -> Core {
+        Core {
+            shards: vec![ShardEntry::FREE; model.shards.len()],
+            cfg,
+            model,
             nodes: BTreeMap::new(),
-            shards: vec![
-                ShardEntry {
-                    node: None,
-                    state: ShardState::Unassigned,
-                    progress: 0.0,
-                    moving_to: None
-                };
-                n_shards
-            ],
-            pending: HashMap::new(),
             sessions: BTreeMap::new(),
+            steps: HashMap::new(),
+            pending: HashMap::new(),
             next_node: 1,
+            next_request: 1,
             next_step: 1,
             next_session: 1,
             epoch: 0,
-            inflight: BTreeMap::new(),
             retired: Vec::new(),
+            out: Vec::new(),
         }
     }
 
-    /// Retired shards that no running step can still need, removed from the list; those the
-    /// node has not been given back since.
-    pub fn take_unloadable(&mut self) -> Vec<Retired> {
-        let oldest = self.inflight.keys().next().copied().unwrap_or(u64::MAX);
-        let (done, wait): (Vec<Retired>, Vec<Retired>) =
-            self.retired.iter().partition(|r| oldest >= r.epoch);
-        self.retired = wait;
-        done.into_iter()
-            .filter(|r| {
-                let s = &self.shards[r.shard];
-                s.node != Some(r.node) && s.moving_to.map(|m| m.0) != Some(r.node)
-            })
-            .collect()
+    /// Takes what the core asked to do since the last call, in order.
+    pub fn drain(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The core's settings.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The id the next node to join will get.
+    pub fn next_node_id(&self) -> u64 {
+        self.next_node
+    }
+
+    /// Nodes connected.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.out.push(Output::Event(e));
+    }
+
+    fn send(&mut self, node: u64, msg: CoordinatorMessage) {
+        self.out.push(Output::Send { node, msg });
+    }
+
+    /// A node said hello: registers it (claims bounded, name cleaned) and places shards.
+    pub fn node_joined(&mut self, now: Instant, hello: Hello) -> u64 {
+        let id = self.next_node;
+        self.next_node += 1;
+        let info = NodeInfo {
+            id,
+            name: clean(&hello.name, 64),
+            kind: hello.kind,
+            adapter: clean(&hello.adapter, 128),
+            backend: clean(&hello.backend, 16),
+            memory_bytes: bounded_memory(hello.memory_bytes),
+            gflops: super::speed::bounded_gflops(hello.gflops),
+        };
+        self.nodes.insert(
+            id,
+            Node {
+                speed: Speed::new(info.gflops),
+                info: info.clone(),
+                held: None,
+                tokens_processed: 0,
+                joined: now,
+                last_done: None,
+            },
+        );
+        self.emit(Event::NodeJoined {
+            node: id,
+            name: info.name,
+            kind: info.kind,
+            adapter: info.adapter,
+            memory_bytes: info.memory_bytes,
+            gflops: info.gflops,
+        });
+        self.out.push(Output::Welcome { node: id });
+        self.place(now);
+        self.rebalance(now);
+        id
+    }
+
+    /// A node reported what it holds, and maybe a new measure of its speed.
+    pub fn node_report(
+        &mut self,
+        now: Instant,
+        node: u64,
+        held: MemoryReport,
+        gflops: Option<f64>,
+    ) {
+        let Some(n) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        n.held = Some(held);
+        if let Some(g) = gflops {
+            n.speed.reclaim(g);
+            n.info.gflops = n.speed.claimed();
+            if n.speed.moved() {
+                self.rebalance(now);
+            }
+        }
+    }
+
+    /// Removes a node (it disconnected, failed a step, or missed a deadline): fails its steps,
+    /// frees its shards and pins and places the shards on the others.
+    pub fn remove_node(&mut self, now: Instant, id: u64, reason: &str) {
+        if self.nodes.remove(&id).is_none() {
+            return;
+        }
+        self.out.push(Output::Disconnect {
+            node: id,
+            reason: reason.to_string(),
+        });
+        self.fail_node_steps(id, reason);
+        let mut freed = Vec::new();
+        let mut unpinned = Vec::new();
+        for (i, s) in self.shards.iter_mut().enumerate() {
+            if s.moving_to.map(|m| m.node) == Some(id) {
+                s.moving_to = None;
+            }
+            if s.pinned == Some(id) {
+                s.pinned = None;
+                unpinned.push(i);
+            }
+            if s.node == Some(id) {
+                match s.moving_to.take() {
+                    // A move was under way: its target, still loading, takes over.
+                    Some(m) => {
+                        *s = ShardEntry {
+                            node: Some(m.node),
+                            state: ShardState::Loading,
+                            progress: m.progress,
+                            deadline: Some(m.deadline),
+                            moving_to: None,
+                            pinned: s.pinned,
+                        };
+                    }
+                    None => {
+                        *s = ShardEntry::FREE;
+                        freed.push(i);
+                    }
+                }
+            }
+        }
+        self.retired.retain(|r| r.node != id);
+        for s in self.sessions.values_mut() {
+            s.touched.remove(&id);
+        }
+        self.epoch += 1;
+        tracing::info!(node = id, "node left: {reason}");
+        self.emit(Event::NodeLeft {
+            node: id,
+            reason: reason.to_string(),
+        });
+        for shard in unpinned {
+            self.emit(Event::ShardPinned { shard, node: None });
+        }
+        for shard in freed {
+            self.emit(Event::ShardUnassigned { shard });
+        }
+        self.place(now);
+        self.out.push(Output::Changed);
     }
 
     /// The route through ready shards, grouping consecutive shards of one node into one hop;
@@ -162,62 +440,62 @@ impl State {
         Some(hops)
     }
 
-    /// Shards assigned to (or moving to) `node`.
-    pub fn shards_of(&self, node: u64) -> BTreeSet<usize> {
-        self.shards
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.node == Some(node) || s.moving_to.map(|m| m.0) == Some(node))
-            .map(|(i, _)| i)
+    /// Whether generations can run now, and if not, why.
+    pub fn route_state(&self) -> RouteState {
+        if self.route().is_some() {
+            return RouteState::Ready { epoch: self.epoch };
+        }
+        let missing: Vec<usize> = (0..self.shards.len())
+            .filter(|&i| self.shards[i].node.is_none())
+            .collect();
+        if missing.is_empty() {
+            RouteState::Loading
+        } else {
+            RouteState::Missing { shards: missing }
+        }
+    }
+
+    /// Shards that are not ready.
+    pub fn not_ready(&self) -> Vec<usize> {
+        (0..self.shards.len())
+            .filter(|&i| self.shards[i].state != ShardState::Ready)
             .collect()
     }
 
-    /// A fresh step id (never 0, wrapping).
-    pub fn step_id(&mut self) -> u32 {
-        let id = self.next_step;
-        self.next_step = self.next_step.wrapping_add(1).max(1);
-        id
+    /// Why no generation can run now (each shard that is not ready, and how many nodes are
+    /// connected), or `None` when the pipeline is complete.
+    pub fn pipeline_problem(&self) -> Option<String> {
+        if self.route().is_some() {
+            return None;
+        }
+        let missing: Vec<String> = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state != ShardState::Ready)
+            .map(|(i, s)| format!("shard {i} is {:?}", s.state).to_lowercase())
+            .collect();
+        Some(format!(
+            "{} ({} nodes connected)",
+            missing.join(", "),
+            self.nodes.len()
+        ))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn moved(st: &mut State, shard: usize, from: u64, to: u64) {
-        st.shards[shard].node = Some(to);
-        st.epoch += 1;
-        st.retired.push(Retired {
-            node: from,
-            shard,
-            epoch: st.epoch,
-        });
-    }
-
-    #[test]
-    fn a_retired_shard_waits_for_steps_on_older_routes() {
-        let mut st = State::new(2);
-        st.inflight.insert(0, 1); // a step on the route before the move
-        moved(&mut st, 1, 7, 8);
-        assert!(st.take_unloadable().is_empty(), "a step still uses node 7");
-        assert_eq!(st.retired.len(), 1);
-        st.inflight.clear();
-        st.inflight.insert(1, 2); // steps on the new route do not hold it back
-        let done = st.take_unloadable();
-        assert_eq!(done.len(), 1);
-        assert_eq!((done[0].node, done[0].shard), (7, 1));
-        assert!(st.retired.is_empty());
-    }
-
-    #[test]
-    fn a_shard_moved_back_is_not_unloaded() {
-        let mut st = State::new(2);
-        st.inflight.insert(0, 1);
-        moved(&mut st, 0, 7, 8);
-        moved(&mut st, 0, 8, 7); // dragged back before the old route drained
-        st.inflight.clear();
-        let done = st.take_unloadable();
-        assert_eq!(done.len(), 1, "only node 8 frees shard 0: {done:?}");
-        assert_eq!(done[0].node, 8);
+/// A name from a node, made safe to show: control characters and bidirectional overrides
+/// removed, at most `max` characters.
+fn clean(s: &str, max: usize) -> String {
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}');
+    let out: String = s
+        .chars()
+        .filter(|&c| !c.is_control() && !bidi(c))
+        .take(max)
+        .collect();
+    let out = out.trim().to_string();
+    if out.is_empty() {
+        "unnamed".into()
+    } else {
+        out
     }
 }

@@ -79,6 +79,15 @@ pub enum NodeMessage {
     ShardFailed { shard: usize, error: String },
     /// A step could not run; the coordinator treats the session's route as broken.
     StepFailed { step: u32, error: String },
+    /// What the node really holds: weights of its loaded shards and KV caches of open
+    /// sessions, in bytes; sent when it changes (at most about once a second). `gflops`: a new
+    /// measure of its speed, taken while idle (optional).
+    Report {
+        weights_bytes: u64,
+        kv_bytes: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gflops: Option<f64>,
+    },
 }
 
 /// Messages the coordinator sends.

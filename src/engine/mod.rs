@@ -137,10 +137,27 @@ pub enum StepOutput {
     Logits(Activations),
 }
 
+/// Memory a loaded shard holds, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// Its weights (as the engine holds them).
+    pub weights: u64,
+    /// KV caches of its open sessions.
+    pub kv: u64,
+}
+
 /// A loaded shard that runs steps for any number of sessions.
 pub trait ShardExecutor: Send {
     /// The shard's manifest entry.
     fn shard(&self) -> &splitter::ShardInfo;
+    /// What the shard holds now. The default counts the shard file's bytes as weights and no
+    /// cache; engines report what they really hold.
+    fn memory(&self) -> MemoryUse {
+        MemoryUse {
+            weights: self.shard().bytes,
+            kv: 0,
+        }
+    }
     /// Creates an empty KV cache for `session`.
     fn open_session(&mut self, session: SessionId) -> Result<(), EngineError>;
     /// Frees `session`'s KV cache; unknown sessions are an error.

@@ -44,7 +44,15 @@ pub struct NodeConfig {
     pub gflops: f64,
     /// Counters the node keeps up to date.
     pub stats: Arc<NodeStats>,
+    /// Measure the CPU's speed again this often while the node is idle, and report it (a
+    /// speed measured while other work shared the machine undersells it). `None`: never.
+    pub remeasure: Option<Duration>,
 }
+
+/// How often the node reports what it holds (when it changed).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A node re-measures its speed only after this long without a step.
+const IDLE_BEFORE_MEASURE: Duration = Duration::from_secs(5);
 
 /// Why a connection ended.
 enum End {
@@ -170,8 +178,11 @@ async fn serve_connection(
     let limits = Limits::default();
     let mut manifest: Option<(Arc<Manifest>, PathBuf)> = None;
     let mut pending_step: Option<CoordinatorMessage> = None;
+    let mut report = Reporter::new(cfg);
+    let mut report_every = tokio::time::interval(REPORT_INTERVAL);
     loop {
         tokio::select! {
+            _ = report_every.tick() => report.tick(cfg, worker, &out_tx),
             msg = out_rx.recv() => {
                 let Some(msg) = msg else { continue };
                 if let Err(e) = sink.send(msg).await {
@@ -202,6 +213,77 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// Tells the coordinator what the node holds when it changes, and re-measures the node's
+/// speed when it has been idle for a while (if configured).
+struct Reporter {
+    sent: Option<(u64, u64)>,
+    steps: usize,
+    idle_since: Instant,
+    measured: Instant,
+}
+
+impl Reporter {
+    fn new(cfg: &NodeConfig) -> Reporter {
+        let now = Instant::now();
+        Reporter {
+            sent: None,
+            steps: cfg.stats.steps.load(std::sync::atomic::Ordering::Relaxed),
+            idle_since: now,
+            measured: now,
+        }
+    }
+
+    fn tick(&mut self, cfg: &NodeConfig, worker: &Worker, out: &mpsc::UnboundedSender<Message>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &cfg.stats;
+        let held = (
+            stats.weights_bytes.load(Relaxed),
+            stats.kv_bytes.load(Relaxed),
+        );
+        if self.sent != Some(held) {
+            self.sent = Some(held);
+            send_report(out, held, None);
+        }
+        let now = Instant::now();
+        let steps = stats.steps.load(Relaxed);
+        if steps != self.steps {
+            self.steps = steps;
+            self.idle_since = now;
+        }
+        let Some(every) = cfg.remeasure else { return };
+        if now - self.measured < every || now - self.idle_since < IDLE_BEFORE_MEASURE {
+            return;
+        }
+        self.measured = now;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !worker.send(Job::Measure { reply: tx }) {
+            return;
+        }
+        let (out, stats) = (out.clone(), stats.clone());
+        tokio::spawn(async move {
+            if let Ok(g) = rx.await {
+                tracing::debug!("measured {g:.2} GFLOP/s while idle");
+                let held = (
+                    stats.weights_bytes.load(Relaxed),
+                    stats.kv_bytes.load(Relaxed),
+                );
+                send_report(&out, held, Some(g));
+            }
+        });
+    }
+}
+
+fn send_report(out: &mpsc::UnboundedSender<Message>, held: (u64, u64), gflops: Option<f64>) {
+    let m = NodeMessage::Report {
+        weights_bytes: held.0,
+        kv_bytes: held.1,
+        gflops,
+    };
+    let _ = out.send(Message::text(
+        serde_json::to_string(&m).expect("serialises"),
+    ));
 }
 
 /// Handles one control message from the coordinator.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use splitter::Manifest;
 use tokio::sync::oneshot;
@@ -59,6 +59,11 @@ pub enum Job {
     },
     /// Drop every shard (the coordinator connection was lost).
     Reset,
+    /// Measure this machine's speed again (GFLOP/s), on the compute thread so that it does
+    /// not compete with a step.
+    Measure {
+        reply: oneshot::Sender<f64>,
+    },
 }
 
 /// Counters a node keeps about itself (read by tests and status displays).
@@ -70,6 +75,10 @@ pub struct NodeStats {
     pub open_sessions: AtomicUsize,
     /// Steps run.
     pub steps: AtomicUsize,
+    /// Bytes of weights of the loaded shards, as the engines hold them.
+    pub weights_bytes: AtomicU64,
+    /// Bytes of KV cache of the open sessions.
+    pub kv_bytes: AtomicU64,
 }
 
 /// Handle to the compute thread; dropping every handle stops it.
@@ -113,6 +122,15 @@ impl Worker {
                     }
                     stats.open_sessions.store(open, Ordering::Relaxed);
                     stats.shards.store(shards.len(), Ordering::Relaxed);
+                    let held = shards.values().map(|ex| ex.memory()).fold(
+                        crate::engine::MemoryUse::default(),
+                        |a, m| crate::engine::MemoryUse {
+                            weights: a.weights + m.weights,
+                            kv: a.kv + m.kv,
+                        },
+                    );
+                    stats.weights_bytes.store(held.weights, Ordering::Relaxed);
+                    stats.kv_bytes.store(held.kv, Ordering::Relaxed);
                 }
             })
             .expect("spawning the compute thread");
@@ -147,6 +165,9 @@ fn run_job(loader: &ShardLoader, shards: &mut BTreeMap<usize, Box<dyn ShardExecu
             }
         }
         Job::Reset => shards.clear(),
+        Job::Measure { reply } => {
+            let _ = reply.send(crate::node::measure_cpu_gflops());
+        }
         Job::Step { job, reply } => {
             let _ = reply.send(run_step(shards, job));
         }

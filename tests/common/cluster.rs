@@ -52,8 +52,20 @@ pub struct CpuNode {
 /// Starts a CPU node joining `url` (`ws://.../ws?token=T`) as `name`: `model_dir` lets it skip
 /// downloads, `None` makes it download into `cache`. An error that stops it is logged.
 pub fn cpu_node(url: String, name: &str, model_dir: Option<&Path>, cache: &Path) -> CpuNode {
+    cpu_node_with(url, name, model_dir, cache, |_| {})
+}
+
+/// [`cpu_node`] with `configure` changing the node's settings (claimed speed or memory,
+/// re-measuring) before it starts.
+pub fn cpu_node_with(
+    url: String,
+    name: &str,
+    model_dir: Option<&Path>,
+    cache: &Path,
+    configure: impl FnOnce(&mut NodeConfig),
+) -> CpuNode {
     let stats = Arc::new(NodeStats::default());
-    let cfg = NodeConfig {
+    let mut cfg = NodeConfig {
         url,
         name: name.into(),
         kind: NodeKind::Native,
@@ -67,7 +79,10 @@ pub fn cpu_node(url: String, name: &str, model_dir: Option<&Path>, cache: &Path)
         }),
         gflops: 1.0,
         stats: stats.clone(),
+        remeasure: None,
     };
+    configure(&mut cfg);
+    let stats = cfg.stats.clone();
     let (stop, stop_rx) = watch::channel(false);
     let name = name.to_string();
     let task = tokio::spawn(async move {

@@ -89,22 +89,7 @@ impl ApiState {
 
 /// Why no generation can run now, or `None` when the pipeline is complete.
 pub fn pipeline_problem(coord: &Coordinator) -> Option<String> {
-    let st = coord.state();
-    if st.route().is_some() {
-        return None;
-    }
-    let missing: Vec<String> = st
-        .shards
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.state != super::state::ShardState::Ready)
-        .map(|(i, s)| format!("shard {i} is {:?}", s.state).to_lowercase())
-        .collect();
-    Some(format!(
-        "{} ({} nodes connected)",
-        missing.join(", "),
-        st.nodes.len()
-    ))
+    coord.pipeline_problem()
 }
 
 /// The `/v1` routes, behind the API key when one is configured.

@@ -212,6 +212,9 @@ async fn follow(
                 stops.finish()
             }
             GenerateEvent::Error { message } => return Err(ApiError::Generation(message)),
+            GenerateEvent::Unavailable { message, .. } => {
+                return Err(ApiError::NoPipeline(message));
+            }
         };
         if !piece.is_empty() {
             o.text.push_str(&piece);

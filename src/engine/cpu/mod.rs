@@ -184,6 +184,20 @@ impl ShardExecutor for CpuShard {
         &self.info
     }
 
+    fn memory(&self) -> crate::engine::MemoryUse {
+        // Weights as the shard file holds them (f16, loaded as they are); caches are f32.
+        let kv = self
+            .sessions
+            .values()
+            .flatten()
+            .map(|c| (c.k.capacity() + c.v.capacity()) as u64 * 4)
+            .sum();
+        crate::engine::MemoryUse {
+            weights: self.info.bytes,
+            kv,
+        }
+    }
+
     fn open_session(&mut self, session: SessionId) -> Result<(), EngineError> {
         if self.sessions.contains_key(&session) {
             return Err(EngineError::Session {

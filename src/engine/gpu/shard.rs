@@ -493,6 +493,13 @@ impl ShardExecutor for GpuShard {
         &self.info
     }
 
+    fn memory(&self) -> crate::engine::MemoryUse {
+        crate::engine::MemoryUse {
+            weights: self.weight_bytes(),
+            kv: self.session_bytes(),
+        }
+    }
+
     fn open_session(&mut self, session: SessionId) -> Result<(), EngineError> {
         if self.sessions.contains_key(&session) {
             return Err(EngineError::Session {

@@ -1,0 +1,301 @@
+//! Every frame a node returns is checked against the step the coordinator asked for, before it
+//! is relayed to the next node or sampled: message type, rows, width (the model's hidden
+//! size), the encoding and flags requested, seqPos, and for top logits the count, ids within
+//! the vocabulary, no id twice, best first. The SYN1 decoder has already checked everything a
+//! frame says about itself (layout, finite values); this checks what it says about the step.
+//!
+//! A mismatch is the sender's failed step: relayed, the next (honest) node would refuse the
+//! frame and be blamed for it; sampled, an id beyond the vocabulary would be fed to the first
+//! node, which would refuse it and be blamed.
+
+use super::wire::WireEncoding;
+use crate::protocol::{Encoding, Frame, Limits, MessageType, ProtocolError, TopLogits};
+
+/// What a hop was asked to return.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Expected {
+    /// Hidden states of every row of the step, `(rows, cols)`, in `encoding`.
+    Hidden {
+        rows: u32,
+        cols: u32,
+        encoding: WireEncoding,
+    },
+    /// The `k` best logits of the last row over a vocabulary of `vocab` tokens.
+    TopK { k: usize, vocab: usize },
+}
+
+/// A reply that passed its checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked {
+    /// An ACTIVATION frame to relay as is.
+    Hidden(Frame),
+    /// Top logits to sample from.
+    TopK(TopLogits),
+}
+
+/// Why a node's reply does not answer the step it was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("returned a {got} frame where the step asked for {want}")]
+    Kind {
+        got: &'static str,
+        want: &'static str,
+    },
+    #[error("returned {got} rows of hidden states, the step sent {want}")]
+    Rows { got: u32, want: u32 },
+    #[error("returned hidden states of width {got}, the model's width is {want}")]
+    Width { got: u32, want: u32 },
+    #[error("returned {got} hidden states, the step asked for {want}")]
+    Encoding {
+        got: &'static str,
+        want: &'static str,
+    },
+    #[error("returned flags the step did not ask for ({0})")]
+    Flags(&'static str),
+    #[error("returned seqPos {got}, the step's is {want}")]
+    SeqPos { got: u16, want: u16 },
+    #[error("returned {got} top logits, the step asked for {want}")]
+    TopKCount { got: usize, want: usize },
+    #[error("returned token id {id} (entry {index}); the vocabulary has {vocab} tokens")]
+    IdBeyondVocabulary { id: u32, index: usize, vocab: usize },
+    #[error("returned token id {id} twice (entries {first} and {second})")]
+    DuplicateId {
+        id: u32,
+        first: usize,
+        second: usize,
+    },
+    #[error("returned top logits out of order: entry {index} ({logit}) is above entry {above}")]
+    Order {
+        index: usize,
+        logit: f32,
+        above: usize,
+    },
+    #[error("returned a frame that does not read as its type: {0}")]
+    Unreadable(#[from] ProtocolError),
+}
+
+/// Checks `frame` (already decoded under the limits) against what the hop was asked for, and
+/// its seqPos against `seq_pos`.
+pub fn check_reply(frame: Frame, want: Expected, seq_pos: u16) -> Result<Checked, ReplyError> {
+    let kind = |t: MessageType| match t {
+        MessageType::Activation => "hidden-state (ACTIVATION)",
+        MessageType::TopLogits => "TOP_LOGITS",
+        MessageType::Tokens => "TOKENS",
+        MessageType::Output => "OUTPUT",
+        MessageType::Control => "CONTROL",
+    };
+    let want_type = match want {
+        Expected::Hidden { .. } => MessageType::Activation,
+        Expected::TopK { .. } => MessageType::TopLogits,
+    };
+    if frame.msg_type != want_type {
+        return Err(ReplyError::Kind {
+            got: kind(frame.msg_type),
+            want: kind(want_type),
+        });
+    }
+    if frame.seq_pos != seq_pos {
+        return Err(ReplyError::SeqPos {
+            got: frame.seq_pos,
+            want: seq_pos,
+        });
+    }
+    match want {
+        Expected::Hidden {
+            rows,
+            cols,
+            encoding,
+        } => {
+            if frame.dim0 != rows {
+                return Err(ReplyError::Rows {
+                    got: frame.dim0,
+                    want: rows,
+                });
+            }
+            if frame.dim1 != cols {
+                return Err(ReplyError::Width {
+                    got: frame.dim1,
+                    want: cols,
+                });
+            }
+            if frame.flags.delta {
+                // The next node holds no reference for this hop: it could not read it.
+                return Err(ReplyError::Flags("DELTA"));
+            }
+            // COMPRESSED is allowed: a lossless stage the decoder has fully verified.
+            let got = Encoding::from_flags(frame.flags);
+            if got != encoding.protocol() {
+                return Err(ReplyError::Encoding {
+                    got: got.name(),
+                    want: encoding.protocol().name(),
+                });
+            }
+            Ok(Checked::Hidden(frame))
+        }
+        Expected::TopK { k, vocab } => {
+            let top = TopLogits::from_frame(&frame, &Limits::default())?;
+            let want_k = k.min(vocab);
+            if top.entries.len() != want_k {
+                return Err(ReplyError::TopKCount {
+                    got: top.entries.len(),
+                    want: want_k,
+                });
+            }
+            let mut seen = std::collections::HashMap::with_capacity(top.entries.len());
+            for (index, e) in top.entries.iter().enumerate() {
+                if e.id as usize >= vocab {
+                    return Err(ReplyError::IdBeyondVocabulary {
+                        id: e.id,
+                        index,
+                        vocab,
+                    });
+                }
+                if let Some(first) = seen.insert(e.id, index) {
+                    return Err(ReplyError::DuplicateId {
+                        id: e.id,
+                        first,
+                        second: index,
+                    });
+                }
+                if index > 0 && e.logit > top.entries[index - 1].logit {
+                    return Err(ReplyError::Order {
+                        index,
+                        logit: e.logit,
+                        above: index - 1,
+                    });
+                }
+            }
+            Ok(Checked::TopK(top))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Activation, TopLogit};
+
+    const SEQ: u16 = 7;
+
+    fn hidden(rows: u32, cols: u32, enc: Encoding) -> Frame {
+        let data = (0..rows * cols).map(|i| (i % 5) as f32 - 2.0).collect();
+        Activation::new(rows, cols, data)
+            .unwrap()
+            .to_frame(SEQ, 3, enc, false)
+            .unwrap()
+    }
+
+    fn top(entries: &[(u32, f32)]) -> Frame {
+        TopLogits {
+            entries: entries
+                .iter()
+                .map(|&(id, logit)| TopLogit { id, logit })
+                .collect(),
+        }
+        .to_frame(SEQ, 3)
+        .unwrap()
+    }
+
+    const H: Expected = Expected::Hidden {
+        rows: 2,
+        cols: 8,
+        encoding: WireEncoding::Rice,
+    };
+    const K: Expected = Expected::TopK { k: 3, vocab: 100 };
+
+    #[test]
+    fn honest_replies_pass() {
+        assert!(matches!(
+            check_reply(hidden(2, 8, Encoding::Rice), H, SEQ),
+            Ok(Checked::Hidden(_))
+        ));
+        let ok = check_reply(top(&[(5, 3.0), (9, 2.0), (1, 2.0)]), K, SEQ).unwrap();
+        assert!(matches!(ok, Checked::TopK(t) if t.entries.len() == 3));
+        // A vocabulary smaller than k: all of it.
+        let small = Expected::TopK { k: 64, vocab: 2 };
+        assert!(check_reply(top(&[(1, 1.0), (0, 0.5)]), small, SEQ).is_ok());
+        // A compressed frame of the right encoding is fine (lossless).
+        let c = Activation::new(2, 8, vec![0.0; 16])
+            .unwrap()
+            .to_frame(SEQ, 3, Encoding::F32, true)
+            .unwrap();
+        assert!(c.flags.compressed, "zeros compress");
+        let f32_rows = Expected::Hidden {
+            rows: 2,
+            cols: 8,
+            encoding: WireEncoding::F32,
+        };
+        assert!(check_reply(c, f32_rows, SEQ).is_ok());
+    }
+
+    #[test]
+    fn shape_encoding_flags_and_position_must_match_the_step() {
+        let e = |f: Frame, w: Expected| check_reply(f, w, SEQ).unwrap_err();
+        assert_eq!(
+            e(hidden(3, 8, Encoding::Rice), H),
+            ReplyError::Rows { got: 3, want: 2 }
+        );
+        assert_eq!(
+            e(hidden(2, 7, Encoding::Rice), H),
+            ReplyError::Width { got: 7, want: 8 }
+        );
+        assert_eq!(
+            e(hidden(2, 8, Encoding::F32), H),
+            ReplyError::Encoding {
+                got: "f32",
+                want: "rice"
+            }
+        );
+        let one = Expected::Hidden {
+            rows: 1,
+            cols: 8,
+            encoding: WireEncoding::Int8,
+        };
+        let mut delta = hidden(1, 8, Encoding::Int8);
+        delta.flags.delta = true;
+        assert_eq!(e(delta, one), ReplyError::Flags("DELTA"));
+        let mut late = hidden(2, 8, Encoding::Rice);
+        late.seq_pos = 6;
+        assert_eq!(e(late, H), ReplyError::SeqPos { got: 6, want: 7 });
+        assert!(matches!(e(top(&[(1, 1.0)]), H), ReplyError::Kind { .. }));
+        assert!(matches!(
+            e(hidden(1, 3, Encoding::F32), K),
+            ReplyError::Kind { .. }
+        ));
+    }
+
+    #[test]
+    fn top_logits_must_be_possible() {
+        let e = |entries: &[(u32, f32)]| check_reply(top(entries), K, SEQ).unwrap_err();
+        assert_eq!(
+            e(&[(5, 3.0), (9, 2.0)]),
+            ReplyError::TopKCount { got: 2, want: 3 }
+        );
+        for id in [100, 60_000, u32::MAX] {
+            assert_eq!(
+                e(&[(5, 3.0), (id, 2.0), (1, 1.0)]),
+                ReplyError::IdBeyondVocabulary {
+                    id,
+                    index: 1,
+                    vocab: 100
+                }
+            );
+        }
+        assert_eq!(
+            e(&[(5, 3.0), (9, 2.0), (5, 1.0)]),
+            ReplyError::DuplicateId {
+                id: 5,
+                first: 0,
+                second: 2
+            }
+        );
+        assert_eq!(
+            e(&[(5, 1.0), (9, 2.0), (4, 0.0)]),
+            ReplyError::Order {
+                index: 1,
+                logit: 2.0,
+                above: 0
+            }
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The async loop of one generation: it runs a [`SessionMachine`] against the core, waiting
+//! for a complete route, for each step's end, and for the client, whichever comes first. A
+//! client that goes away (the receiver of the session's events dropped) ends the session at
+//! once, even in the middle of a prefill: the step in flight is abandoned and the caches are
+//! closed on every node. The session's caches are freed in every case.
+
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Coordinator;
+use super::session::{Advance, GenerateEvent, GenerateRequest, Next, SessionError, SessionMachine};
+use super::state::{HopFailure, RouteState, StepRefused};
+use crate::tokenizer::TextStream;
+
+/// How often a session waiting for a route looks again (besides being woken by changes).
+const ROUTE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How a session loop ended without an error.
+enum End {
+    /// `max_tokens` or `eos`.
+    Finished(&'static str),
+    ClientLeft,
+}
+
+impl Coordinator {
+    /// Runs a generation, sending its events to `out`; returns when it ends, the client goes
+    /// away (`out` closed), or it fails (then the last event is `Error` or `Unavailable`).
+    /// The session's caches are freed on every node in all cases.
+    pub async fn generate(&self, req: GenerateRequest, out: mpsc::Sender<GenerateEvent>) {
+        if let Err(e) = self.run_generation(req, &out).await {
+            let _ = out.send(e.event()).await;
+        }
+    }
+
+    /// [`generate`](Self::generate) returning its error instead of sending it.
+    pub async fn run_generation(
+        &self,
+        req: GenerateRequest,
+        out: &mpsc::Sender<GenerateEvent>,
+    ) -> Result<(), SessionError> {
+        req.sampling.validate().map_err(SessionError::Invalid)?;
+        let prompt_ids = self
+            .tokenizer()
+            .encode(&req.prompt)
+            .map_err(|e| SessionError::Invalid(e.to_string()))?;
+        if prompt_ids.is_empty() {
+            return Err(SessionError::Invalid("the prompt is empty".into()));
+        }
+        let ctx = self.manifest().config.context_length;
+        if prompt_ids.len() >= ctx {
+            return Err(SessionError::Invalid(format!(
+                "the prompt is {} tokens; the model's context is {ctx}",
+                prompt_ids.len()
+            )));
+        }
+        let session = self
+            .act(|hub, _| hub.core.open_session(prompt_ids.len()))
+            .map_err(|running| SessionError::Busy { running })?;
+        let result = self.drive(session, &req, prompt_ids, out).await;
+        let reason = match &result {
+            Ok(End::Finished(r)) => r.to_string(),
+            Ok(End::ClientLeft) => "client left".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        self.act(|hub, _| hub.core.end_session(session, &reason));
+        result.map(|_| ())
+    }
+
+    async fn drive(
+        &self,
+        session: u64,
+        req: &GenerateRequest,
+        prompt_ids: Vec<u32>,
+        out: &mpsc::Sender<GenerateEvent>,
+    ) -> Result<End, SessionError> {
+        let cfg = &self.manifest().config;
+        let max_tokens = req.max_tokens.min(cfg.context_length - prompt_ids.len());
+        let start = GenerateEvent::Start {
+            session,
+            prompt_ids: prompt_ids.clone(),
+        };
+        if out.send(start).await.is_err() {
+            return Ok(End::ClientLeft);
+        }
+        let k = self
+            .config()
+            .top_k
+            .max(req.sampling.top_k)
+            .min(cfg.vocab_size);
+        let mut machine = SessionMachine::new(
+            session,
+            prompt_ids,
+            max_tokens,
+            req.sampling.clone(),
+            k,
+            self.config().prefill_chunk,
+            cfg.eos_token_ids.clone(),
+        );
+        let tok = self.tokenizer();
+        let mut stream = TextStream::default();
+        let mut text = String::new();
+        let started = Instant::now();
+        let reason = loop {
+            let Some(epoch) = self.wait_route(out).await? else {
+                return Ok(End::ClientLeft);
+            };
+            let (req, reset) = match machine.next(epoch) {
+                Next::Done(r) => break r,
+                Next::Step { req, reset } => (req, reset),
+            };
+            let (tx, rx) = oneshot::channel();
+            let replay = machine.tokens().len();
+            let begun = self.act(|hub, now| {
+                if reset {
+                    hub.core.reset_session(session, replay);
+                }
+                let r = hub.core.begin_step(now, req);
+                if let Ok(id) = r {
+                    hub.waiters.insert(id, tx);
+                }
+                r
+            });
+            match begun {
+                Ok(_) => {}
+                // The route changed between looking and starting: look again.
+                Err(StepRefused::RouteChanged { .. } | StepRefused::NoRoute) => continue,
+                Err(e) => return Err(SessionError::Failed(e.to_string())),
+            }
+            let outcome = tokio::select! {
+                r = rx => r.unwrap_or_else(|_| Err(HopFailure {
+                    node: 0,
+                    why: "the coordinator dropped the step".into(),
+                    blamed: false,
+                })),
+                _ = out.closed() => return Ok(End::ClientLeft),
+            };
+            match machine.step_done(outcome) {
+                Advance::Prefilled | Advance::Retry => continue,
+                Advance::Eos => break "eos",
+                Advance::GiveUp(why) => return Err(SessionError::Failed(why)),
+                Advance::Token(id) => {
+                    let piece = stream
+                        .push(tok, id)
+                        .map_err(|e| SessionError::Failed(e.to_string()))?
+                        .unwrap_or_default();
+                    text.push_str(&piece);
+                    let n = machine.generated().len();
+                    self.act(|hub, _| hub.core.token_sampled(session, n, id, &piece));
+                    if out
+                        .send(GenerateEvent::Token { id, text: piece })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(End::ClientLeft);
+                    }
+                }
+            }
+        };
+        if let Some(rest) = stream
+            .finish(tok)
+            .map_err(|e| SessionError::Failed(e.to_string()))?
+        {
+            text.push_str(&rest);
+            let _ = out
+                .send(GenerateEvent::Token {
+                    id: u32::MAX,
+                    text: rest,
+                })
+                .await;
+        }
+        let ids = machine.generated().to_vec();
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let _ = out
+            .send(GenerateEvent::Done {
+                tokens_per_second: ids.len() as f64 / secs,
+                ids,
+                text,
+                reason: reason.to_string(),
+            })
+            .await;
+        Ok(End::Finished(reason))
+    }
+
+    /// Waits until every shard is ready; returns the epoch of the route, or `None` when the
+    /// client left. Fails with `Unavailable` when some shard has had no node at all for
+    /// `reroute_timeout`, or the pipeline stayed incomplete for `pipeline_timeout`.
+    async fn wait_route(
+        &self,
+        out: &mpsc::Sender<GenerateEvent>,
+    ) -> Result<Option<u64>, SessionError> {
+        let began = Instant::now();
+        loop {
+            let changed = self.changed();
+            let state = self.read(|c| c.route_state());
+            let waited = began.elapsed();
+            let limit = match &state {
+                RouteState::Ready { epoch } => return Ok(Some(*epoch)),
+                RouteState::Loading => self.config().pipeline_timeout,
+                RouteState::Missing { .. } => self.config().reroute_timeout,
+            };
+            if waited >= limit {
+                let (missing, problem) = self.read(|c| (c.not_ready(), c.pipeline_problem()));
+                return Err(SessionError::Unavailable {
+                    missing,
+                    detail: format!(
+                        "{} for {:.1} s",
+                        problem.unwrap_or_default(),
+                        waited.as_secs_f64()
+                    ),
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::timeout(ROUTE_POLL.min(limit - waited), changed) => {}
+                _ = out.closed() => return Ok(None),
+            }
+        }
+    }
+}
