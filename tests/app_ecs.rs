@@ -11,10 +11,10 @@ use bevy::time::TimeUpdateStrategy;
 use crossbeam_channel::{Receiver, Sender};
 use synapse::app::bridge::{Bridge, CoreCommand, CoreMessage, CoreStopped, ModelSummary};
 use synapse::app::devices::{Device, Link, Nodes};
-use synapse::app::drag::{DropShard, PendingDrop, Refused};
+use synapse::app::drag::{DropShard, PendingDrop, Refused, UnpinShard};
 use synapse::app::packets::{Direction, OnLink, Packet, PacketKind};
 use synapse::app::sessions::Session;
-use synapse::app::shards::{HeldBy, HeldShards, MovingTo, Shard, ShardStatus, Shards};
+use synapse::app::shards::{HeldBy, HeldShards, MovingTo, Pinned, Shard, ShardStatus, Shards};
 use synapse::app::simulate::{SimCommand, SimModel, SimState, Simulated, VirtualDevice};
 use synapse::app::{Notices, headless_plugin};
 use synapse::coordinator::events::Event;
@@ -217,6 +217,38 @@ fn a_moved_shard_switches_device_when_the_target_is_ready() {
     expect.sort();
     assert_eq!(h.held(d1), expect);
     assert_eq!(h.held(d2), vec![s2]);
+}
+
+#[test]
+fn a_pin_is_shown_until_the_coordinator_lifts_it_and_unpin_asks_it_to() {
+    let mut h = two_devices();
+    let s2 = h.shard(2);
+    // A move the person asked for: the coordinator pins the shard to the target.
+    h.events([
+        Event::ShardPlaced { shard: 2, node: 2 },
+        Event::ShardPinned {
+            shard: 2,
+            node: Some(2),
+        },
+    ]);
+    assert!(h.world().get::<Pinned>(s2).is_some(), "the pin is shown");
+    let s1 = h.shard(1);
+    assert!(h.world().get::<Pinned>(s1).is_none());
+    // The unpin button asks the coordinator; the mark stays until it answers.
+    h.world().write_message(UnpinShard { shard: s2 });
+    h.app.update();
+    let sent: Vec<CoreCommand> = h.commands.try_iter().collect();
+    assert!(
+        sent.iter()
+            .any(|c| matches!(c, CoreCommand::UnpinShard { shard: 2 })),
+        "unpin sent for shard 2: {sent:?}"
+    );
+    assert!(h.world().get::<Pinned>(s2).is_some());
+    h.events([Event::ShardPinned {
+        shard: 2,
+        node: None,
+    }]);
+    assert!(h.world().get::<Pinned>(s2).is_none(), "the pin is lifted");
 }
 
 #[test]

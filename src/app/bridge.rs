@@ -68,6 +68,10 @@ pub enum CoreCommand {
         shard: usize,
         node: u64,
     },
+    /// Lets automatic placement move the shard again (the person's pin is lifted).
+    UnpinShard {
+        shard: usize,
+    },
     Shutdown,
 }
 
@@ -189,6 +193,12 @@ pub async fn pump(
                         request,
                         event: GenerateEvent::Error { message: "stopped".into() },
                     });
+                }
+                Some(CoreCommand::UnpinShard { shard }) => {
+                    // Unpinning an unknown or unpinned shard changes nothing; say why in the log.
+                    if let Err(reason) = coord.unpin_shard(shard) {
+                        tracing::info!(shard, "unpin refused: {reason}");
+                    }
                 }
                 Some(CoreCommand::MoveShard { shard, node }) => {
                     // Refusals the coordinator can name arrive as `MoveRefused` events; a shard

@@ -3,6 +3,7 @@
 //! `MoveRefused`). A refused drop leaves the shard where it was and says why; the view shows
 //! it snapping back ([`Refused`]). A drop that involves a simulated device or shard is refused
 //! here, before anything reaches the coordinator: simulated devices never receive real work.
+//! A move the person asked for pins the shard; the view's unpin button becomes `UnpinShard`.
 
 use bevy::prelude::*;
 
@@ -20,6 +21,12 @@ pub struct DropShard {
     pub device: Entity,
 }
 
+/// The person asked to unpin `shard` (the view's pin button, or tests).
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpinShard {
+    pub shard: Entity,
+}
+
 /// A drop sent to the coordinator and not yet answered.
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PendingDrop {
@@ -35,12 +42,14 @@ pub struct Refused {
 }
 
 pub(super) fn plugin(app: &mut App) {
-    app.add_message::<DropShard>().add_systems(
-        Update,
-        (send_drops, answer_drops)
-            .chain()
-            .in_set(AppStage::Placement),
-    );
+    app.add_message::<DropShard>()
+        .add_message::<UnpinShard>()
+        .add_systems(
+            Update,
+            (send_drops, answer_drops, send_unpins)
+                .chain()
+                .in_set(AppStage::Placement),
+        );
 }
 
 fn send_drops(
@@ -142,6 +151,32 @@ fn answer_drops(
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// The view's unpin button: the coordinator lifts the pin and answers with `ShardPinned`
+/// (node `None`), which clears the mark; nothing changes here until it does.
+fn send_unpins(
+    mut unpins: MessageReader<UnpinShard>,
+    shards: Query<&Shard>,
+    bridge: Option<Res<Bridge>>,
+    mut notices: ResMut<Notices>,
+    time: Res<Time>,
+) {
+    for u in unpins.read() {
+        let Ok(shard) = shards.get(u.shard) else {
+            continue;
+        };
+        let sent = bridge
+            .as_ref()
+            .is_some_and(|b| b.send(CoreCommand::UnpinShard { shard: shard.index }));
+        if !sent {
+            notices.post(
+                time.elapsed_secs_f64(),
+                true,
+                "the coordinator is not running",
+            );
         }
     }
 }

@@ -56,7 +56,7 @@ pub struct MovingTo {
 
 /// The person pinned this shard to its device: automatic rebalancing leaves it there until it
 /// is moved again, unpinned, or the device leaves. The view marks it and offers to unpin.
-/// (The coordinator's `ShardPinned` event sets and clears it once pinning is merged.)
+/// The coordinator's `ShardPinned` event sets and clears it ([`apply_pins`]).
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pinned;
 
@@ -67,7 +67,28 @@ pub struct Shards(pub Vec<Entity>);
 pub(super) fn plugin(app: &mut App) {
     app.init_resource::<Shards>()
         .add_systems(Update, spawn_shards.in_set(AppStage::Nodes))
-        .add_systems(Update, apply_placement.in_set(AppStage::Placement));
+        .add_systems(
+            Update,
+            (apply_placement, apply_pins).in_set(AppStage::Placement),
+        );
+}
+
+/// Marks shards the person pinned (a move they asked for) and clears the mark when the
+/// coordinator lifts the pin (unpinned, moved by failover after the device left).
+fn apply_pins(mut commands: Commands, mut msgs: MessageReader<FromCore>, index: Res<Shards>) {
+    for FromCore(m) in msgs.read() {
+        let CoreMessage::Event(Event::ShardPinned { shard, node }) = m else {
+            continue;
+        };
+        let Some(&entity) = index.0.get(*shard) else {
+            warn!("pin event for unknown shard {shard}");
+            continue;
+        };
+        match node {
+            Some(_) => commands.entity(entity).insert(Pinned),
+            None => commands.entity(entity).remove::<Pinned>(),
+        };
+    }
 }
 
 /// Spawns the model's shards when the core reports it (once; they live as long as the app).

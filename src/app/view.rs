@@ -12,7 +12,7 @@ use bevy_egui::egui::{
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass};
 
 use super::devices::{Device, Health, Link};
-use super::drag::{DropShard, PendingDrop, Refused};
+use super::drag::{DropShard, PendingDrop, Refused, UnpinShard};
 use super::layout::{self, LayoutReport, TextBox, ViewTransform, r4};
 use super::packets::{Direction, OnLink, Packet, PacketKind};
 use super::shards::{HeldBy, HeldShards, MovingTo, Pinned, Shard, ShardStatus};
@@ -56,16 +56,9 @@ type DeviceView = (
 #[derive(Debug, Clone, Copy)]
 struct DraggedShard(Entity);
 
-/// The person asked to unpin a shard (the coordinator side arrives with pinning).
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnpinShard {
-    pub shard: Entity,
-}
-
 pub(super) fn plugin(app: &mut App) {
     app.init_resource::<ViewTransform>()
         .init_resource::<LayoutReport>()
-        .add_message::<UnpinShard>()
         .add_systems(EguiPrimaryContextPass, draw.in_set(UiOrder::Central));
 }
 

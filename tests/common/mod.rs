@@ -3,6 +3,7 @@
 //! that reports the largest error and where it is.
 #![allow(dead_code)]
 
+pub mod calibrate;
 pub mod cluster;
 pub mod liar;
 
