@@ -132,6 +132,7 @@ async fn predictions_match_real_cpu_clusters() {
         };
         let fresh = simulate(&shape, &shards, &equal, &opts).unwrap();
         assert_eq!(fresh.placement, m.placement, "{n} nodes: placement");
+        eprintln!("placement {:?} times {:?}", m.placement, m.node_times);
         let label = format!("{n} CPU node{}", if n > 1 { "s" } else { "" });
         let c = calibrate::compare(&shape, &shards, &m, &label);
         eprintln!("PERF attempt {attempt} {}", c.line);

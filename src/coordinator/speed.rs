@@ -5,10 +5,11 @@
 //!
 //! Work is counted in the unit nodes measure their speed in (`measure_cpu_gflops`, the GPU
 //! probe: a matrix-vector product over f16 weights, two flops per weight = one flop per weight
-//! byte): a step of `rows` tokens through shards holding `bytes` of weights is about
-//! `rows * bytes` flops, plus attention, `4 * rows * (pos + rows) * hidden` per layer. It is an
-//! estimate (embeddings and the head are counted as if every row used them), consistent for a
-//! given node, which is all deadlines and learned speeds need.
+//! byte): a step of `rows` tokens through shards holding `bytes` of layer weights is about
+//! `rows * bytes` flops, plus the output head once (logits for the last row), plus attention,
+//! `4 * rows * (pos + rows) * hidden` per layer; an embedding lookup reads one row of its table
+//! and counts nothing. Counting the tables as every row's work made a prefill on the head's
+//! node look 50x faster than its decode, and learned speeds moved shards mid-generation.
 
 use std::time::Duration;
 
@@ -45,11 +46,19 @@ pub fn bounded_gflops(claimed: f64) -> f64 {
 }
 
 /// Estimated flops of a step of `rows` tokens at position `pos` through `layers` layers whose
-/// shards hold `weight_bytes`, for a model of width `hidden`.
-pub fn step_work(rows: usize, pos: usize, weight_bytes: u64, layers: usize, hidden: usize) -> f64 {
+/// shards hold `row_bytes` of weights every row reads and `step_bytes` read once a step (the
+/// output head, logits for the last row), for a model of width `hidden`.
+pub fn step_work(
+    rows: usize,
+    pos: usize,
+    row_bytes: u64,
+    step_bytes: u64,
+    layers: usize,
+    hidden: usize,
+) -> f64 {
     let rows = rows as f64;
     let attention = 4.0 * rows * (pos as f64 + rows) * hidden as f64 * layers as f64;
-    rows * weight_bytes as f64 + attention
+    rows * row_bytes as f64 + step_bytes as f64 + attention
 }
 
 /// How long steps and loads may take.
@@ -201,8 +210,8 @@ mod tests {
     fn step_deadlines_grow_with_work_and_queue() {
         let d = Deadlines::default();
         // SmolLM2-like hop: 90 MB of weights, 15 layers, width 576, a node at 5 GFLOP/s.
-        let decode = step_work(1, 100, 90_000_000, 15, 576);
-        let prefill = step_work(5000, 0, 90_000_000, 15, 576);
+        let decode = step_work(1, 100, 90_000_000, 0, 15, 576);
+        let prefill = step_work(5000, 0, 90_000_000, 0, 15, 576);
         assert!(prefill > 4000.0 * decode, "{prefill} vs {decode}");
         let short = d.step(decode, 0.0, 5.0);
         let long = d.step(prefill, 0.0, 5.0);

@@ -43,6 +43,11 @@ pub struct ModelShape {
 pub struct ShardShape {
     /// Size of the shard file (what a node must hold and download).
     pub bytes: u64,
+    /// Weight bytes every row of a step reads (the layers'): what a step's work scales with.
+    pub row_bytes: u64,
+    /// Weight bytes a step reads once whatever its rows: the output head on the last shard
+    /// (logits for the last row only). The embedding table is neither: a lookup reads a row.
+    pub step_bytes: u64,
     pub layers: usize,
     /// File name, served at `/shards/FILE`.
     pub file: String,
@@ -56,17 +61,52 @@ impl ModelShape {
             shards: m
                 .shards
                 .iter()
-                .map(|s| ShardShape {
-                    bytes: s.bytes,
-                    layers: s.layer_range().len(),
-                    file: s.file.clone(),
-                    sha256: s.sha256.clone(),
+                .map(|s| {
+                    let (row_bytes, step_bytes) = work_bytes(s, m.config.vocab_size);
+                    ShardShape {
+                        bytes: s.bytes,
+                        row_bytes,
+                        step_bytes,
+                        layers: s.layer_range().len(),
+                        file: s.file.clone(),
+                        sha256: s.sha256.clone(),
+                    }
                 })
                 .collect(),
             hidden: m.config.hidden_size,
             vocab: m.config.vocab_size,
         }
     }
+}
+
+/// A shard's weight bytes read per row and per step, from its tensors' shapes and the file's
+/// average bytes per value (so quantized files count what they hold): the vocabulary tables
+/// (token embedding, output head: `[vocab, hidden]` outside the layers) do not scale with rows;
+/// the head, where the shard has one, is read once a step.
+fn work_bytes(s: &splitter::ShardInfo, vocab: usize) -> (u64, u64) {
+    let elems = |t: &splitter::TensorInfo| t.shape.iter().product::<usize>() as u64;
+    let total: u64 = s.tensors.iter().map(elems).sum();
+    if total == 0 {
+        return (s.bytes, 0);
+    }
+    let per_value = s.bytes as f64 / total as f64;
+    let tables: Vec<u64> = s
+        .tensors
+        .iter()
+        .filter(|t| t.shape.len() == 2 && t.shape[0] == vocab && vocab > 0)
+        .map(elems)
+        .collect();
+    let table_bytes = (tables.iter().sum::<u64>() as f64 * per_value) as u64;
+    let head = if s.has_head {
+        // Tied heads read the embedding table (or its copy) as the head.
+        tables
+            .iter()
+            .max()
+            .map_or(0, |&e| (e as f64 * per_value) as u64)
+    } else {
+        0
+    };
+    (s.bytes.saturating_sub(table_bytes), head)
 }
 
 /// The core's settings.

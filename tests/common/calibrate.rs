@@ -118,6 +118,9 @@ pub async fn measure(
                     relayed.push(Hop { node, first_shard, tokens, micros })
                 }
                 Ok(Event::SessionClosed { .. }) => break,
+                Ok(e @ (Event::ShardLoading { .. } | Event::ShardPlaced { .. } | Event::SessionReplayed { .. })) => {
+                    eprintln!("calibration: during the run: {e:?}");
+                }
                 Ok(_) => {}
                 Err(e) => panic!("event stream: {e}"),
             },

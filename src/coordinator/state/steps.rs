@@ -180,7 +180,8 @@ impl Core {
         let work = step_work(
             rows,
             pos,
-            shards.iter().map(|s| s.bytes).sum(),
+            shards.iter().map(|s| s.row_bytes).sum(),
+            shards.iter().map(|s| s.step_bytes).sum(),
             shards.iter().map(|s| s.layers).sum(),
             self.model.hidden,
         );

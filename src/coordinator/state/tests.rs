@@ -17,6 +17,8 @@ fn model(shards: usize) -> ModelShape {
         shards: (0..shards)
             .map(|i| ShardShape {
                 bytes: 100 * MB,
+                row_bytes: 100 * MB,
+                step_bytes: 0,
                 layers: 10,
                 file: format!("shard-{i}.safetensors"),
                 sha256: "00".repeat(32),
@@ -620,4 +622,29 @@ fn a_move_under_way_takes_over_when_the_source_leaves() {
     c.shard_ready(t, b, 1);
     c.shard_ready(t, b, 0);
     assert!(c.route().is_some());
+}
+
+#[test]
+fn a_steps_work_counts_the_head_once_and_no_embedding_table() {
+    let tensor = |name: &str, shape: &[usize]| splitter::TensorInfo {
+        name: name.into(),
+        shape: shape.to_vec(),
+    };
+    // f16: two bytes a value. A one-shard tied model: the embedding is also the head.
+    let shard = |embedding: bool, head: bool| splitter::ShardInfo {
+        index: 0,
+        layers: [0, 0],
+        file: "s.safetensors".into(),
+        bytes: 2 * (1000 * 16 + 16 * 64),
+        sha256: "00".repeat(32),
+        has_embedding: embedding,
+        has_head: head,
+        tensors: vec![
+            tensor("model.embed_tokens.weight", &[1000, 16]),
+            tensor("model.layers.0.mlp.up_proj.weight", &[64, 16]),
+        ],
+    };
+    let layer = 2 * 16 * 64;
+    assert_eq!(super::work_bytes(&shard(true, true), 1000), (layer, 32_000));
+    assert_eq!(super::work_bytes(&shard(true, false), 1000), (layer, 0));
 }
