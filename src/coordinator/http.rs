@@ -136,8 +136,22 @@ pub fn public_status_json(coord: &Coordinator) -> serde_json::Value {
                 .collect()
         })
         .unwrap_or_default();
+    let m = &full["model"];
+    // The source may be a path on the operator's disk: its last part names the model.
+    let source = m["source"].as_str().unwrap_or_default();
+    let name = source
+        .rsplit(['/', '\\'])
+        .find(|p| !p.is_empty())
+        .unwrap_or(source);
     json!({
-        "model": full["model"],
+        "model": {
+            "architecture": m["architecture"],
+            "source": name,
+            "layers": m["layers"],
+            "vocab_size": m["vocab_size"],
+            "context_length": m["context_length"],
+            "chat": m["chat"],
+        },
         "complete": full["complete"],
         "shards": shards,
         "api_key_required": true,
