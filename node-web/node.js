@@ -15,6 +15,8 @@ export class BrowserNode {
     this.ctx = ctx;
     this.wsUrl = wsUrl;
     this.base = new URL(wsUrl.replace(/^ws/, 'http')).origin;
+    // The join token also unlocks the shard files.
+    this.token = new URL(wsUrl).searchParams.get('token');
     this.name = name;
     this.gflops = gflops;
     this.memoryBytes = memoryBytes;
@@ -159,7 +161,7 @@ export class BrowserNode {
           last = f;
           this.send({ type: 'shard_progress', shard, fraction: f * 0.9 });
         }
-      });
+      }, this.token);
       const tensors = parseSafetensors(file, info.file);
       this.shards.get(shard)?.destroy();
       this.shards.set(shard, new BrowserShard(this.ctx, this.manifest, shard, tensors));

@@ -592,11 +592,10 @@ async fn prompt_page_streams_an_answer_in_chromium() {
         KEY.into(),
     ];
     let got = last_json_line(&run_script("node", args).await);
+    // Without the key (not yet typed) the status names no devices, only what is missing.
+    let pipeline = got["pipeline"].as_str().unwrap();
     assert!(
-        got["pipeline"]
-            .as_str()
-            .unwrap()
-            .contains("0 device(s) connected"),
+        pipeline.starts_with("No complete pipeline: shard 0 is unassigned"),
         "{got}"
     );
     let answer = got["answer"].as_str().unwrap();

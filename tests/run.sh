@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole Synapse test suite on a fresh Debian machine: installs what the tests need (Python
-# packages for the fixture generator, npm packages, the default model) and runs every test.
+# packages for the fixture generator, npm packages, the default model) and runs every test,
+# after `cargo fmt --check` and clippy.
 # `.ci/run` calls this script; the README names it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,13 @@ cd "$(dirname "$0")/.."
 # Builds live outside the clone so CI and later runs on this machine reuse them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/synapse-build/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Style and lints first, so a slip fails in seconds rather than after the whole suite. Clippy
+# builds in release, sharing the build with the tests below.
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (release, every target and feature, warnings are errors)"
+cargo clippy --release --workspace --all-targets --all-features -- -D warnings
 
 echo "== python packages for tests/fixtures/make_fixtures.py and tests/openai_client/ (the official OpenAI client)"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \

@@ -2,7 +2,9 @@
 // /v1/chat/completions (instruct models, the server applies the model's chat template) or
 // /v1/completions (base models) as server-sent events, and shows tokens/s. All model and
 // server text is written with textContent, never as HTML. The API key, when the server wants
-// one, is kept in localStorage and sent as a bearer token.
+// one, is kept in localStorage and sent as a bearer token (also to /api/status, which shows
+// devices only to holders of the key). Every POST sends `Content-Type: application/json`, which
+// the server requires of state-changing requests.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -11,7 +13,10 @@ let history = []; // chat turns so far: {role, content}
 let controller = null;
 
 $("api-key").value = localStorage.getItem("synapse-api-key") || "";
-$("api-key").addEventListener("change", () => localStorage.setItem("synapse-api-key", $("api-key").value));
+$("api-key").addEventListener("change", () => {
+  localStorage.setItem("synapse-api-key", $("api-key").value);
+  poll(); // the key may show the devices the status hides from strangers
+});
 
 function setState(text) { $("state").textContent = text; }
 
@@ -19,19 +24,23 @@ function renderPipeline(s) {
   const box = $("pipeline");
   const nodes = $("nodes");
   nodes.replaceChildren();
-  for (const n of s.nodes) {
+  // Without the API key (when the server wants one) the status names no devices.
+  const devices = s.nodes || [];
+  for (const n of devices) {
     const li = document.createElement("li");
     li.textContent = `${n.name} (${n.kind}, ${n.adapter}): shards ${n.shards.join(", ") || "none"}`;
     nodes.append(li);
   }
   if (s.complete) {
     box.classList.remove("incomplete");
-    $("pipeline-state").textContent = `Pipeline complete: ${s.shards.length} shards on ${s.nodes.length} device(s).`;
+    $("pipeline-state").textContent = s.restricted
+      ? `Pipeline complete: ${s.shards.length} shards.`
+      : `Pipeline complete: ${s.shards.length} shards on ${devices.length} device(s).`;
   } else {
     box.classList.add("incomplete");
     const missing = s.shards.filter((x) => x.state !== "ready").map((x) => `shard ${x.index} is ${x.state}`);
     $("pipeline-state").textContent =
-      `No complete pipeline: ${missing.join(", ")}. ${s.nodes.length} device(s) connected. ` +
+      `No complete pipeline: ${missing.join(", ")}. ${s.restricted ? "" : `${devices.length} device(s) connected. `}` +
       "Answers will fail until more nodes join (open /node/ in a browser or start `synapse node`).";
   }
   $("model").textContent = `${s.model.source} (${s.model.chat ? "chat" : "base model: plain continuation"})`;
@@ -40,7 +49,8 @@ function renderPipeline(s) {
 
 async function poll() {
   try {
-    const r = await fetch("/api/status");
+    const key = $("api-key").value;
+    const r = await fetch("/api/status", key ? { headers: { authorization: `Bearer ${key}` } } : {});
     status = await r.json();
     renderPipeline(status);
   } catch (e) {

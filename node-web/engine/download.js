@@ -1,6 +1,8 @@
 // Downloading one shard file: streamed with progress, verified with SHA-256 (crypto.subtle)
 // against the coordinator's `load` message, and kept in the Cache API under its hash, so a
-// reload does not download it again (a cached copy is verified again before use).
+// reload does not download it again (a cached copy is verified again before use). The
+// coordinator serves shard files to nodes only: the download presents the join token as a
+// bearer token.
 
 const CACHE_NAME = 'synapse-shards-v1';
 
@@ -20,9 +22,10 @@ async function openCache() {
 
 /**
  * Returns the shard's bytes (Uint8Array). `onProgress(fraction)` reports the download;
- * the result is `{ bytes, fromCache }`.
+ * the result is `{ bytes, fromCache }`. `token` is the join token, sent as
+ * `Authorization: Bearer TOKEN`.
  */
-export async function fetchShard(url, sha256, size, onProgress) {
+export async function fetchShard(url, sha256, size, onProgress, token) {
   if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error(`bad sha256 in the load message: ${JSON.stringify(sha256).slice(0, 80)}`);
   if (!Number.isSafeInteger(size) || size <= 0) throw new Error(`bad shard size ${size}`);
   const cache = await openCache();
@@ -38,7 +41,7 @@ export async function fetchShard(url, sha256, size, onProgress) {
       await cache.delete(key);
     }
   }
-  const resp = await fetch(url);
+  const resp = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   if (!resp.ok) throw new Error(`downloading ${url}: HTTP ${resp.status}`);
   const bytes = new Uint8Array(size);
   let got = 0;

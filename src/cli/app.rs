@@ -37,6 +37,11 @@ pub struct Args {
     /// from the nodes' join token.
     #[arg(long, env = "SYNAPSE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Another site whose pages may call this coordinator's API from a browser (e.g.
+    /// https://chat.example.com); repeat for more. None by default: only the coordinator's own
+    /// pages may send state-changing requests, and no CORS headers are sent.
+    #[arg(long = "cors", value_name = "ORIGIN", value_parser = synapse::coordinator::guard::parse_origin)]
+    pub cors: Vec<String>,
     /// API requests that may wait for a free generation slot; more get 429 with Retry-After.
     #[arg(long, default_value_t = 32)]
     pub max_queued: usize,
@@ -70,6 +75,7 @@ impl Default for Args {
             local_nodes: 1,
             backend: Backend::Auto,
             api_key: None,
+            cors: Vec::new(),
             max_queued: 32,
             max_sessions: 16,
             prompt: None,
@@ -129,6 +135,7 @@ pub fn run(args: Args) -> Result<()> {
         local_nodes: args.local_nodes,
         backend: args.backend,
         api_key: args.api_key.clone(),
+        cors: args.cors.clone(),
         max_queued: args.max_queued,
         max_sessions: args.max_sessions,
     };

@@ -35,6 +35,11 @@ pub struct Args {
     /// from the nodes' join token.
     #[arg(long, env = "SYNAPSE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Another site whose pages may call this coordinator's API from a browser (e.g.
+    /// https://chat.example.com); repeat for more. None by default: only the coordinator's own
+    /// pages may send state-changing requests, and no CORS headers are sent.
+    #[arg(long = "cors", value_name = "ORIGIN", value_parser = synapse::coordinator::guard::parse_origin)]
+    pub cors: Vec<String>,
     /// API requests that may wait for a free generation slot; more get 429 with Retry-After.
     #[arg(long, default_value_t = 32)]
     pub max_queued: usize,
@@ -76,6 +81,7 @@ pub async fn start(args: &Args) -> Result<Host> {
     let mut cfg = CoordinatorConfig::new(dir.clone(), token.clone());
     cfg.api_key = args.api_key.clone().filter(|k| !k.is_empty());
     cfg.max_queued = args.max_queued;
+    cfg.cors_origins = args.cors.clone();
     cfg.max_sessions = args.max_sessions as usize;
     let coord = Coordinator::new(cfg)?;
     let (bound_tx, bound_rx) = oneshot::channel();

@@ -1,26 +1,28 @@
 //! The coordinator's HTTP face (axum on tokio): node WebSocket endpoint with join-token check,
-//! shard files with range support, node-web/ and shaders/, `/api/status`, `/api/generate`
-//! (NDJSON stream), `/api/shards/{index}/move` and `/unpin`, the prompt page at `/` (assets/web/) and the
-//! OpenAI-compatible API under `/v1` (see [`super::openai`]).
+//! shard files with range support (nodes only: they need the join token), node-web/ and
+//! shaders/, `/api/status` (restricted for strangers when an API key is set), `/api/generate`
+//! (NDJSON stream, see `generate_api.rs`), `/api/shards/{index}/move` and `/unpin`, the prompt
+//! page at `/` (assets/web/) and the OpenAI-compatible API under `/v1` (see [`super::openai`]). Every response passes the
+//! browser policy of [`super::guard`] (CSRF, CORS, security headers).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
 use super::Coordinator;
-use super::session::{GenerateEvent, GenerateRequest};
+use super::auth;
+use super::guard::{WebPolicy, guard};
+use super::openai::ApiState;
 use crate::protocol::Limits;
 
 /// Largest request body accepted by the API.
@@ -47,18 +49,28 @@ impl Default for StaticDirs {
     }
 }
 
-/// The coordinator's router.
+/// The coordinator's router, inside the browser policy of [`super::guard`].
 pub fn router(coord: Coordinator, dirs: StaticDirs) -> Router {
     let key = coord
         .config()
         .api_key
         .clone()
         .map(std::sync::Arc::<str>::from);
+    let policy = std::sync::Arc::new(WebPolicy {
+        cors: coord.config().cors_origins.clone(),
+    });
+    // One admission queue for `/api/generate` and `/v1`.
+    let api = ApiState::new(coord.clone());
     // Calls that run generations or move shards need the API key when one is set.
     let guarded = Router::new()
-        .route("/api/generate", post(generate))
-        .route("/api/shards/{index}/move", post(move_shard))
-        .route("/api/shards/{index}/unpin", post(unpin_shard))
+        .route("/api/generate", post(super::generate_api::generate))
+        .with_state(api.clone())
+        .merge(
+            Router::new()
+                .route("/api/shards/{index}/move", post(move_shard))
+                .route("/api/shards/{index}/unpin", post(unpin_shard))
+                .with_state(coord.clone()),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             key,
             super::openai::require_key,
@@ -66,15 +78,16 @@ pub fn router(coord: Coordinator, dirs: StaticDirs) -> Router {
     Router::new()
         .route("/ws", get(node_socket))
         .route("/api/status", get(status))
-        .merge(guarded)
         .route("/shards/{file}", get(shard_file))
         .route_service("/", ServeFile::new(dirs.web.join("index.html")))
         .nest_service("/web", ServeDir::new(dirs.web))
         .nest_service("/node", ServeDir::new(dirs.node_web))
         .nest_service("/shaders", ServeDir::new(dirs.shaders))
-        .with_state(coord.clone())
-        .merge(super::openai::routes(coord))
+        .with_state(coord)
+        .merge(guarded)
+        .merge(super::openai::routes(api))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn_with_state(policy, guard))
 }
 
 #[derive(Deserialize)]
@@ -90,7 +103,7 @@ async fn node_socket(
     let ok = q
         .token
         .as_deref()
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), coord.config().token.as_bytes()));
+        .is_some_and(|t| auth::secret_eq(t, &coord.config().token));
     if !ok {
         return (StatusCode::UNAUTHORIZED, "wrong or missing join token").into_response();
     }
@@ -100,13 +113,50 @@ async fn node_socket(
         .on_upgrade(move |socket| super::link::serve_node(coord, socket))
 }
 
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `/api/status`: everything for a trusted caller (no API key set, or the key or the join
+/// token presented), the model and readiness only for a stranger.
+async fn status(State(coord): State<Coordinator>, headers: HeaderMap) -> Json<serde_json::Value> {
+    let cfg = coord.config();
+    if auth::trusted(&headers, cfg.api_key.as_deref(), &cfg.token) {
+        Json(status_json(&coord))
+    } else {
+        Json(public_status_json(&coord))
+    }
 }
 
-async fn status(State(coord): State<Coordinator>) -> Json<serde_json::Value> {
-    Json(status_json(&coord))
+/// What `/api/status` shows a caller without the API key when one is set: the model, whether
+/// the pipeline is complete and each shard's state; no nodes, adapters, sessions or pins.
+pub fn public_status_json(coord: &Coordinator) -> serde_json::Value {
+    let full = status_json(coord);
+    let shards: Vec<serde_json::Value> = full["shards"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| json!({"index": s["index"], "state": s["state"]}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let m = &full["model"];
+    // The source may be a path on the operator's disk: its last part names the model.
+    let source = m["source"].as_str().unwrap_or_default();
+    let name = source
+        .rsplit(['/', '\\'])
+        .find(|p| !p.is_empty())
+        .unwrap_or(source);
+    json!({
+        "model": {
+            "architecture": m["architecture"],
+            "source": name,
+            "layers": m["layers"],
+            "vocab_size": m["vocab_size"],
+            "context_length": m["context_length"],
+            "chat": m["chat"],
+        },
+        "complete": full["complete"],
+        "shards": shards,
+        "api_key_required": true,
+        "restricted": true,
+    })
 }
 
 /// The `/api/status` document: the core's nodes, shards and sessions, and the model.
@@ -128,34 +178,6 @@ pub fn status_json(coord: &Coordinator) -> serde_json::Value {
     });
     s["api_key_required"] = json!(coord.config().api_key.is_some());
     s
-}
-
-async fn generate(State(coord): State<Coordinator>, body: axum::body::Bytes) -> Response {
-    let req: GenerateRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("bad request: {e}")})),
-            )
-                .into_response();
-        }
-    };
-    if let Err(e) = req.sampling.validate() {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response();
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<GenerateEvent>(64);
-    tokio::spawn(async move { coord.generate(req, tx).await });
-    let lines = tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| {
-        let mut line = serde_json::to_vec(&e).expect("events serialise");
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(line)
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(lines))
-        .expect("static headers")
 }
 
 #[derive(Deserialize)]
@@ -204,6 +226,14 @@ async fn shard_file(
     Path(file): Path<String>,
     req: Request,
 ) -> Response {
+    if !auth::bearer_is(req.headers(), &coord.config().token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "shard files are for nodes: send the join token as `Authorization: Bearer TOKEN`",
+        )
+            .into_response();
+    }
     let Some(info) = coord.manifest().shards.iter().find(|s| s.file == file) else {
         return (StatusCode::NOT_FOUND, "no such shard file").into_response();
     };

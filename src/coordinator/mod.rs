@@ -10,9 +10,12 @@
 //! and [`Coordinator::generate`] (driver.rs) which runs a session machine against the core.
 //! The sockets belong to `link.rs` (one task per node) and `http.rs`.
 
+pub mod auth;
 pub mod check;
 mod driver;
 pub mod events;
+mod generate_api;
+pub mod guard;
 pub mod http;
 pub mod link;
 pub mod openai;
@@ -77,6 +80,9 @@ pub struct CoordinatorConfig {
     /// Bearer token the HTTP API (`/v1/*`, `POST /api/*`) requires; `None` leaves it open.
     /// Separate from `token`, which only nodes use.
     pub api_key: Option<String>,
+    /// Origins besides the coordinator's own whose pages may call the API (`--cors`), as
+    /// [`guard::parse_origin`] normalises them; none by default (no CORS headers at all).
+    pub cors_origins: Vec<String>,
 }
 
 impl CoordinatorConfig {
@@ -98,6 +104,7 @@ impl CoordinatorConfig {
             max_sessions: 16,
             max_queued: 32,
             api_key: None,
+            cors_origins: Vec::new(),
         }
     }
 

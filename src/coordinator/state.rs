@@ -11,6 +11,8 @@
 //! move) is never moved by automatic rebalancing; every step and every load has a deadline,
 //! and a node that misses one is removed like a node that failed.
 
+#[cfg(test)]
+mod churn_tests;
 mod sessions;
 mod shards;
 mod status;
@@ -339,13 +341,14 @@ impl Core {
         self.out.push(Output::Send { node, msg });
     }
 
-    /// A node said hello: registers it (claims bounded, name cleaned) and places shards.
+    /// A node said hello: registers it (claims bounded, name cleaned and made unique among the
+    /// connected nodes) and places shards.
     pub fn node_joined(&mut self, now: Instant, hello: Hello) -> u64 {
         let id = self.next_node;
         self.next_node += 1;
         let info = NodeInfo {
             id,
-            name: clean(&hello.name, 64),
+            name: self.unique_name(clean(&hello.name, NAME_MAX)),
             kind: hello.kind,
             adapter: clean(&hello.adapter, 128),
             backend: clean(&hello.backend, 16),
@@ -375,6 +378,26 @@ impl Core {
         self.place(now);
         self.rebalance(now);
         id
+    }
+
+    /// `name`, or `name (2)`, `name (3)`... the first that no connected node has, cut so that
+    /// it stays within [`NAME_MAX`] characters.
+    fn unique_name(&self, name: String) -> String {
+        let taken = |n: &str| self.nodes.values().any(|x| x.info.name == n);
+        if !taken(&name) {
+            return name;
+        }
+        (2..)
+            .map(|k| {
+                let suffix = format!(" ({k})");
+                let stem: String = name
+                    .chars()
+                    .take(NAME_MAX.saturating_sub(suffix.len()))
+                    .collect();
+                format!("{}{suffix}", stem.trim_end())
+            })
+            .find(|n| !taken(n))
+            .expect("finitely many nodes take finitely many names")
     }
 
     /// A node reported what it holds, and maybe a new measure of its speed.
@@ -522,6 +545,9 @@ impl Core {
         ))
     }
 }
+
+/// Longest node name shown (characters).
+pub const NAME_MAX: usize = 64;
 
 /// A name from a node, made safe to show: control characters and bidirectional overrides
 /// removed, at most `max` characters.

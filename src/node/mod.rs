@@ -174,7 +174,7 @@ async fn serve_connection(
         Ok(b) => b,
         Err(e) => return End::Lost(e),
     };
-    let client = reqwest::Client::new();
+    let client = download::client(&cfg.url);
     let limits = Limits::default();
     let mut manifest: Option<(Arc<Manifest>, PathBuf)> = None;
     let mut pending_step: Option<CoordinatorMessage> = None;

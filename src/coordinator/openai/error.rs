@@ -38,6 +38,17 @@ pub enum ApiError {
         "Incorrect or missing API key. Send `Authorization: Bearer KEY` with the key given to `synapse serve --api-key`."
     )]
     Unauthorized,
+    /// A state-changing request whose body is not declared JSON (415): what a cross-site form or
+    /// `text/plain` fetch sends, which browsers send without asking the server first.
+    #[error(
+        "This request changes state and must send `Content-Type: application/json` (got: {got})."
+    )]
+    UnsupportedMediaType { got: String },
+    /// A state-changing request from a page of another origin that `--cors` does not allow (403).
+    #[error(
+        "Requests from pages of origin `{origin}` are refused: the `Origin` header is not this coordinator's own. Start the coordinator with `--cors {origin}` to allow it."
+    )]
+    ForeignOrigin { origin: String },
     /// Unknown path under /v1 (404).
     #[error(
         "Unknown request URL: {0}. Supported: GET /v1/models, POST /v1/completions, POST /v1/chat/completions."
@@ -76,6 +87,8 @@ impl ApiError {
             }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::ForeignOrigin { .. } => StatusCode::FORBIDDEN,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoPipeline(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -96,6 +109,14 @@ impl ApiError {
             ),
             ApiError::Unauthorized => ("invalid_request_error", None, Some("invalid_api_key")),
             ApiError::NotFound(_) => ("invalid_request_error", None, Some("unknown_url")),
+            ApiError::UnsupportedMediaType { .. } => (
+                "invalid_request_error",
+                None,
+                Some("unsupported_media_type"),
+            ),
+            ApiError::ForeignOrigin { .. } => {
+                ("invalid_request_error", None, Some("origin_not_allowed"))
+            }
             ApiError::TooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
             ApiError::QueueFull { .. } => {
                 ("rate_limit_exceeded", None, Some("rate_limit_exceeded"))

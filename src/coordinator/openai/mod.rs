@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -92,10 +92,10 @@ pub fn pipeline_problem(coord: &Coordinator) -> Option<String> {
     coord.pipeline_problem()
 }
 
-/// The `/v1` routes, behind the API key when one is configured.
-pub fn routes(coord: Coordinator) -> Router {
-    let key = coord.config().api_key.clone().map(Arc::<str>::from);
-    let state = ApiState::new(coord);
+/// The `/v1` routes over `state` (whose admission queue `/api/generate` shares), behind the
+/// API key when one is configured.
+pub fn routes(state: ApiState) -> Router {
+    let key = state.coord.config().api_key.clone().map(Arc::<str>::from);
     let v1 = Router::new()
         .route("/models", get(models))
         .route("/completions", post(completions))
@@ -106,29 +106,19 @@ pub fn routes(coord: Coordinator) -> Router {
     Router::new().nest("/v1", v1)
 }
 
-/// Middleware: refuses a request without `Authorization: Bearer KEY` when a key is set.
+/// Middleware: refuses a request without `Authorization: Bearer KEY` when a key is set (the
+/// scheme in any case, the key exactly; see [`auth`](crate::coordinator::auth)).
 pub async fn require_key(
     State(key): State<Option<Arc<str>>>,
     req: Request,
     next: Next,
 ) -> Response {
-    if let Some(key) = key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.trim().as_bytes(), key.as_bytes()) {
-            return ApiError::Unauthorized.into_response();
-        }
+    if let Some(key) = key
+        && !crate::coordinator::auth::bearer_is(req.headers(), &key)
+    {
+        return ApiError::Unauthorized.into_response();
     }
     next.run(req).await
-}
-
-/// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {
@@ -148,7 +138,9 @@ async fn models(State(s): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 /// Parses a JSON body, mapping every failure to OpenAI's error shape.
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge {
