@@ -169,7 +169,7 @@ fn greedy_continuation_matches_reference() {
     }
 }
 
-/// `(model folder, --weights mode)` pairs with a `weights-MODE` reference from make_fixtures.py.
+/// `(model folder, --weights mode)` pairs with a `weights/MODEL-MODE` reference from make_fixtures.py.
 const WEIGHTS_CASES: [(&str, &str); 5] = [
     ("llama-hf", "q8_0"),
     ("llama-hf", "q4_0"),
@@ -178,16 +178,20 @@ const WEIGHTS_CASES: [(&str, &str); 5] = [
     ("llama-gguf", "q4_1"),
 ];
 
+/// Logits of the block-weight runs agree to this: both sides hold exactly the same weights
+/// (the numpy side dequantized, the engine decoding in its inner loop), so only f32 summation
+/// order differs (about 1e-5 measured).
+const BLOCK_TOL: f32 = 1e-4;
+
 /// The CPU engine computing on Q8_0/Q4_0/Q4_1 blocks (as split with each `--weights` mode)
-/// matches the numpy forward pass on those blocks dequantized: prefill logits within the same
-/// tolerance as the f16 path (both sides hold identical weights), and the greedy continuation
+/// matches the numpy forward pass on those blocks dequantized: prefill logits within
+/// [`BLOCK_TOL`], and the greedy continuation
 /// decoded one token at a time is identical, for one and three shards.
 #[test]
 fn block_weights_match_the_dequantized_reference() {
     for (model, mode) in WEIGHTS_CASES {
-        let fixture = common::fixtures().join(model);
-        let tokens = common::reference(&fixture).tokens;
-        let reference = common::weights_reference(&fixture, mode);
+        let tokens = common::reference(&common::fixtures().join(model)).tokens;
+        let reference = common::weights_reference(model, mode);
         let tmp = tempfile::tempdir().unwrap();
         for n in [1, 3] {
             let at = format!("{model} --weights {mode}, {n} shards");
@@ -199,8 +203,8 @@ fn block_weights_match_the_dequantized_reference() {
                 &format!("{at}: logits"),
                 &logits.data,
                 &flat(&reference.logits),
-                ATOL,
-                RTOL,
+                BLOCK_TOL,
+                BLOCK_TOL,
             );
             let mut sampler = Sampler::new(SamplingParams::default());
             let v = logits.cols;

@@ -1167,7 +1167,7 @@ fn cli_split_reports_output_and_errors() {
     assert_eq!(top, want, "leftovers");
 }
 
-/// `(model folder, --weights mode)` pairs make_fixtures.py writes a `weights-MODE` reference for.
+/// `(model folder, --weights mode)` pairs make_fixtures.py writes a `weights/MODEL-MODE` reference for.
 const WEIGHTS_CASES: [(&str, &str); 5] = [
     ("llama-hf", "q8_0"),
     ("llama-hf", "q4_0"),
@@ -1182,9 +1182,9 @@ const WEIGHTS_CASES: [(&str, &str); 5] = [
 #[test]
 fn weights_modes_write_the_reference_bytes() {
     for (model, mode) in WEIGHTS_CASES {
-        let fixture = common::fixtures().join(model);
-        let reference = common::weights_reference(&fixture, mode);
-        let ref_bytes = std::fs::read(fixture.join(format!("weights-{mode}.safetensors"))).unwrap();
+        let reference = common::weights_reference(model, mode);
+        let ref_bytes =
+            std::fs::read(common::weights_reference_path(model, mode, "safetensors")).unwrap();
         let want = SafeTensors::deserialize(&ref_bytes).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         for n in [1, 3] {

@@ -11,8 +11,8 @@ use std::process::Command;
 
 /// Directory of the synthetic checkpoints and their numpy references, generating it on first use.
 pub fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("synthetic-fixtures-v2");
-    if !dir.join("llama-gguf").join("weights-q4_1.json").exists() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("synthetic-fixtures-v3");
+    if !dir.join("weights").join("llama-gguf-q4_1.json").exists() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_fixtures.py");
         let out = Command::new("python3")
             .arg(&script)
@@ -119,7 +119,8 @@ pub fn split_weights(input: &Path, parent: &Path, n: usize, mode: &str) -> (Path
     (out, outcome.notes)
 }
 
-/// What make_fixtures.py says `--weights MODE` must give: `weights-MODE.json`.
+/// What make_fixtures.py says `--weights MODE` must give for fixture `model`:
+/// `weights/MODEL-MODE.json`.
 #[derive(Debug, serde::Deserialize)]
 pub struct WeightsReference {
     /// Storage type of every canonical tensor.
@@ -129,9 +130,16 @@ pub struct WeightsReference {
     pub greedy: Vec<u32>,
 }
 
-/// Loads `dir/weights-MODE.json`.
-pub fn weights_reference(dir: &Path, mode: &str) -> WeightsReference {
-    let path = dir.join(format!("weights-{mode}.json"));
+/// Loads `weights/MODEL-MODE.json` of the fixtures.
+pub fn weights_reference(model: &str, mode: &str) -> WeightsReference {
+    let path = weights_reference_path(model, mode, "json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `weights/MODEL-MODE.EXT` of the fixtures (`safetensors`: the tensors themselves).
+pub fn weights_reference_path(model: &str, mode: &str, ext: &str) -> PathBuf {
+    fixtures()
+        .join("weights")
+        .join(format!("{model}-{mode}.{ext}"))
 }
