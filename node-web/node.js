@@ -5,6 +5,7 @@
 import * as syn1 from './syn1/index.js';
 import { fetchShard } from './engine/download.js';
 import { parseSafetensors } from './engine/safetensors.js';
+import { checkTensorTypes } from './engine/weights.js';
 import { BrowserShard } from './engine/shard.js';
 
 const CONTROL_VERSION = 1;
@@ -154,6 +155,7 @@ export class BrowserNode {
       if (!info) throw new Error(`the model has no shard ${shard}`);
       if (info.sha256 !== sha256 || info.bytes !== bytes) throw new Error(`\`load\` for shard ${shard} disagrees with the manifest's size or sha256`);
       if (!url.startsWith('/')) throw new Error(`shard URL ${url.slice(0, 80)} is not on the coordinator`);
+      checkTensorTypes(info); // before downloading what could not be run
       let last = 0;
       const { bytes: file, fromCache } = await fetchShard(this.base + url, sha256, bytes, (f) => {
         this.emit({ state: 'loading', fraction: f * 0.9, shard });

@@ -236,6 +236,26 @@ pub struct BenchReport {
     pub decode_ops: Vec<OpTime>,
 }
 
+/// Bytes of weights one decode step reads on the CPU from a split model: every tensor as
+/// stored (f16, or Q8_0/Q4_0/Q4_1 blocks), except that an embedding contributes one row, not
+/// its whole matrix, unless the same shard also uses it as the tied head.
+pub fn decode_weight_bytes(m: &splitter::Manifest) -> u64 {
+    let embeddings = [names::llama::EMBED, names::gpt2::WTE, names::gpt2::WPE];
+    m.shards
+        .iter()
+        .flat_map(|s| s.tensors.iter().map(move |t| (s, t)))
+        .map(|(s, t)| {
+            let all = t.dtype.bytes_for(&t.shape) as u64;
+            let reused_as_head = m.config.tied_head && s.has_head && t.name != names::gpt2::WPE;
+            if embeddings.contains(&t.name.as_str()) && !reused_as_head {
+                all / t.shape[0].max(1) as u64
+            } else {
+                all
+            }
+        })
+        .sum()
+}
+
 /// Prompt ids for a benchmark: deterministic and spread over the vocabulary.
 pub fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
     (0..n)

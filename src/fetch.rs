@@ -84,6 +84,7 @@ pub fn ensure_default_model() -> Result<PathBuf> {
         shards: DEFAULT_SHARDS,
         force: true,
         progress: true,
+        weights: splitter::WeightsMode::F16,
     };
     splitter::split(&ckpt, &dir, &opts)?;
     eprintln!("synapse: {DEFAULT_MODEL} is ready in {}", dir.display());

@@ -116,3 +116,45 @@ fn shards_run_one_after_another_equal_the_whole_model() {
     }
     assert_eq!(ids, g.ids);
 }
+
+/// Split with `--weights keep`, the shards hold the GGUF's own Q4_1 and Q8_0 blocks: together
+/// at most 1.05x the GGUF's bytes in one shard (the f16 split is 3.3x), and the CPU engine
+/// computing on those blocks generates the same greedy tokens as the f16 split, for 1 and 3
+/// shards.
+#[test]
+fn kept_blocks_are_the_gguf_s_size_and_generate_what_f16_does() {
+    let gguf = synapse::fetch::default_gguf_path();
+    common::default_model();
+    let gguf_bytes = std::fs::metadata(&gguf).unwrap().len();
+    let tmp = tempfile::tempdir().unwrap();
+    let f16_dir = common::split(&gguf, tmp.path(), 1);
+    let (want, _) = generate(&f16_dir, 8);
+    for n in [1, 3] {
+        let (dir, notes) = common::split_weights(&gguf, tmp.path(), n, "keep");
+        assert!(
+            notes.is_empty(),
+            "every type of this GGUF is kept: {notes:?}"
+        );
+        let m = ModelDir::open(&dir).unwrap().manifest;
+        assert_eq!(m.dtype, "q4_1");
+        let total: u64 = m.shards.iter().map(|s| s.bytes).sum();
+        let ratio = total as f64 / gguf_bytes as f64;
+        eprintln!(
+            "{n} shards, --weights keep: {total} bytes = {ratio:.3}x the GGUF's {gguf_bytes}"
+        );
+        if n == 1 {
+            assert!(
+                ratio <= 1.05,
+                "{n} shard: {total} bytes, {ratio:.3}x the GGUF"
+            );
+        }
+        let (got, _) = generate(&dir, 8);
+        assert_eq!(got.prompt_ids, want.prompt_ids);
+        let first = got.ids.iter().zip(&want.ids).position(|(a, b)| a != b);
+        assert_eq!(
+            got.ids, want.ids,
+            "{n} shards: kept blocks vs f16 differ from token {first:?}: {:?} vs {:?}",
+            got.text, want.text
+        );
+    }
+}

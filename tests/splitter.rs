@@ -309,6 +309,7 @@ fn opts(shards: usize, force: bool) -> SplitOptions {
         shards,
         force,
         progress: false,
+        weights: splitter::WeightsMode::F16,
     }
 }
 
@@ -379,7 +380,7 @@ fn every_split_tiles_the_layers_and_holds_only_its_tensors() {
             let at = format!("{model} into {n}");
             assert_eq!(
                 (m.format.as_str(), m.version, m.dtype.as_str()),
-                ("synapse-shards", 1, "f16"),
+                ("synapse-shards", splitter::manifest::FORMAT_VERSION, "f16"),
                 "{at}"
             );
             assert_eq!(m.architecture.to_string(), f.arch, "{at}");
@@ -1164,4 +1165,175 @@ fn cli_split_reports_output_and_errors() {
         .collect();
     let want: BTreeSet<PathBuf> = ["model", "bad.gguf"].iter().map(PathBuf::from).collect();
     assert_eq!(top, want, "leftovers");
+}
+
+/// `(model folder, --weights mode)` pairs make_fixtures.py writes a `weights/MODEL-MODE` reference for.
+const WEIGHTS_CASES: [(&str, &str); 5] = [
+    ("llama-hf", "q8_0"),
+    ("llama-hf", "q4_0"),
+    ("llama-hf", "q4_1"),
+    ("llama-gguf", "keep"),
+    ("llama-gguf", "q4_1"),
+];
+
+/// Every tensor of every shard written with `--weights MODE` is, byte for byte, what the
+/// independent reference (gguf-py's `quantize`, or the GGUF's own blocks with rows
+/// un-permuted) holds, with the type and stored shape the manifest records.
+#[test]
+fn weights_modes_write_the_reference_bytes() {
+    for (model, mode) in WEIGHTS_CASES {
+        let reference = common::weights_reference(model, mode);
+        let ref_bytes =
+            std::fs::read(common::weights_reference_path(model, mode, "safetensors")).unwrap();
+        let want = SafeTensors::deserialize(&ref_bytes).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        for n in [1, 3] {
+            let at = format!("{model} --weights {mode}, {n} shards");
+            let (dir, _) = common::split_weights(&input_of(model), tmp.path(), n, mode);
+            let m = Manifest::load(&dir).unwrap();
+            let mut seen = BTreeSet::new();
+            for info in &m.shards {
+                let bytes = check_sizes(&dir, info);
+                let st = SafeTensors::deserialize(&bytes).unwrap();
+                for t in &info.tensors {
+                    // A tied head is the embedding's bytes again.
+                    let source = if t.name == "lm_head.weight" && m.config.tied_head {
+                        "model.embed_tokens.weight"
+                    } else {
+                        t.name.as_str()
+                    };
+                    seen.insert(source.to_string());
+                    assert_eq!(
+                        t.dtype.name(),
+                        reference.types[source],
+                        "{at}: type of `{}`",
+                        t.name
+                    );
+                    let got = st.tensor(&t.name).unwrap();
+                    let exp = want.tensor(source).unwrap();
+                    assert_eq!(got.dtype(), exp.dtype(), "{at}: dtype of `{}`", t.name);
+                    assert_eq!(
+                        got.shape(),
+                        exp.shape(),
+                        "{at}: stored shape of `{}`",
+                        t.name
+                    );
+                    let row = exp.data().len() / exp.shape()[0];
+                    let bad: Vec<usize> = got
+                        .data()
+                        .chunks(row)
+                        .zip(exp.data().chunks(row))
+                        .enumerate()
+                        .filter(|(_, (a, b))| a != b)
+                        .map(|(i, _)| i)
+                        .collect();
+                    assert!(
+                        bad.is_empty(),
+                        "{at}: `{}`: {} of {} rows differ from the reference, first row {}",
+                        t.name,
+                        bad.len(),
+                        exp.shape()[0],
+                        bad[0]
+                    );
+                }
+            }
+            assert_eq!(seen.len(), reference.types.len(), "{at}: tensors covered");
+        }
+    }
+}
+
+/// Size and sha256 of a shard file against the manifest; returns its bytes.
+fn check_sizes(dir: &Path, info: &ShardInfo) -> Vec<u8> {
+    let path = dir.join(&info.file);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, info.bytes, "{}: size", path.display());
+    assert_eq!(
+        format!("{:x}", Sha256::digest(&bytes)),
+        info.sha256,
+        "{}: sha256",
+        path.display()
+    );
+    bytes
+}
+
+/// The notes say what could not be kept, one line per pair of types; `keep` on a Hugging Face
+/// folder is f16; rows that are not whole blocks are refused with the tensor and its shape, and
+/// nothing is left behind.
+#[test]
+fn weights_modes_note_conversions_and_refuse_partial_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = input_of("llama-gguf");
+    let (_, notes) = common::split_weights(&gguf, tmp.path(), 2, "keep");
+    assert_eq!(
+        notes,
+        vec!["converted 1 BF16 tensor to f16 (shards do not keep BF16)"]
+    );
+    let (_, notes) = common::split_weights(&gguf, tmp.path(), 2, "q4_1");
+    let lines = notes.join("\n");
+    for t in ["Q4_0", "Q8_0"] {
+        assert!(
+            lines.contains("re-quantized") && lines.contains(t),
+            "{lines}"
+        );
+    }
+    assert!(
+        !lines.contains("F16") && !lines.contains("BF16"),
+        "float sources are quantized silently: {lines}"
+    );
+    let (dir, notes) = common::split_weights(&input_of("llama-hf"), tmp.path(), 1, "keep");
+    assert!(notes.is_empty(), "{notes:?}");
+    let m = Manifest::load(&dir).unwrap();
+    assert!(
+        m.shards[0]
+            .tensors
+            .iter()
+            .all(|t| t.dtype == splitter::TensorType::F16)
+    );
+    assert_eq!(m.dtype, "f16");
+
+    let root = tmp.path().join("gpt2");
+    std::fs::create_dir_all(&root).unwrap();
+    let before = tree(&root);
+    let ckpt = splitter::open(&input_of("gpt2-hf")).unwrap();
+    let mut o = opts(1, false);
+    o.weights = splitter::WeightsMode::parse("q8_0").unwrap();
+    let err = splitter::split(&ckpt, &root.join("out"), &o)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("q8_0") && err.contains("48") && err.contains("--weights f16"),
+        "{err}"
+    );
+    assert_eq!(tree(&root), before, "a refused split leaves nothing behind");
+}
+
+/// A directory written by an older Synapse (manifest version 1, no tensor types) is refused
+/// with a message telling the user to re-split; a tensor type that does not fit its shape is
+/// refused as corrupt.
+#[test]
+fn older_manifests_are_told_to_re_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, _) = common::split_weights(&input_of("llama-hf"), tmp.path(), 1, "q4_1");
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    v["version"] = 1.into();
+    for t in v["shards"][0]["tensors"].as_array_mut().unwrap() {
+        t.as_object_mut().unwrap().remove("dtype");
+    }
+    std::fs::write(&path, v.to_string()).unwrap();
+    let err = Manifest::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("version 1") && err.contains("re-split") && err.contains("synapse split"),
+        "{err}"
+    );
+
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    let t = &mut v["shards"][0]["tensors"][0];
+    t["dtype"] = "q8_0".into();
+    t["shape"] = serde_json::json!([64]);
+    let name = t["name"].as_str().unwrap().to_string();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let err = Manifest::load(&dir).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("q8_0"), "{err}");
 }

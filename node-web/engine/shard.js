@@ -4,7 +4,7 @@
 // states) into ONE command buffer with one read-back at the end.
 import * as ops from './ops.js';
 import { Recorder, Runner } from './recorder.js';
-import { normKind, uploadShard } from './weights.js';
+import { checkTensorTypes, normKind, uploadShard } from './weights.js';
 
 /** First KV cache capacity in rows; it doubles as needed (session.rs INITIAL_ROWS). */
 const INITIAL_ROWS = 64;
@@ -18,6 +18,7 @@ export class BrowserShard {
   constructor(ctx, manifest, index, tensors) {
     const info = manifest.shards[index];
     if (!info) throw new ShardError(`no shard ${index} (the model has ${manifest.shards.length})`);
+    checkTensorTypes(info);
     this.ctx = ctx;
     this.info = info;
     this.arch = manifest.architecture;

@@ -4,6 +4,19 @@
 import { NORM_LAYER, NORM_RMS } from './ops.js';
 import { take } from './safetensors.js';
 
+/**
+ * Refuses a shard whose manifest lists a tensor stored in a GGML block type (q8_0, q4_0,
+ * q4_1: manifest version 2): the browser's kernels read f16 only for now. The message names
+ * the tensor and its type; the node reports it as the shard's load failure.
+ */
+export function checkTensorTypes(info) {
+  for (const t of info?.tensors ?? []) {
+    if (t.dtype !== 'f16') {
+      throw new Error(`${info.file}: tensor ${t.name} is stored as ${t.dtype}; the browser node computes on f16 weights only (split the model with \`synapse split --weights f16\`)`);
+    }
+  }
+}
+
 /** Row padding in halves (buffers.rs ROW_ALIGN). */
 export const ROW_ALIGN = 8;
 

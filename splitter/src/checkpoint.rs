@@ -6,12 +6,31 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, SplitError};
 use crate::manifest::{Architecture, ModelConfig, Source, names};
+use crate::quant::GgmlType;
 
 /// Produces canonical tensors as f32, converting layout and type from the source.
 pub trait TensorReader {
     /// Tensor `name` (a canonical name), row-major with shape `shape` (the shape the config
     /// implies); a source tensor of another shape is an error naming both.
     fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+
+    /// The GGML type tensor `name` is stored in, when the source stores GGML types (GGUF);
+    /// `None` for sources of plain floats (Hugging Face), whose values come from [`read`].
+    ///
+    /// [`read`]: TensorReader::read
+    fn source_type(&self, _name: &str) -> Option<GgmlType> {
+        None
+    }
+
+    /// The tensor's bytes in its source GGML type, rows in canonical order (a row
+    /// permutation such as GGUF's Q/K one is undone on whole rows of blocks). Only called
+    /// when [`source_type`](TensorReader::source_type) is `Some`.
+    fn read_raw(&self, name: &str, shape: &[usize]) -> Result<Vec<u8>> {
+        let _ = shape;
+        Err(SplitError::Invalid(format!(
+            "tensor `{name}`: this source has no GGML blocks"
+        )))
+    }
 }
 
 /// A checkpoint ready to be sharded.

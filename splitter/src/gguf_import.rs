@@ -13,6 +13,7 @@ use crate::checkpoint::{Checkpoint, TensorReader, check_shape};
 use crate::error::{Result, SplitError};
 use crate::gguf::GgufFile;
 use crate::manifest::{Architecture, ModelConfig, Source, names::llama as n};
+use crate::quant::GgmlType;
 use crate::tokenizer_build::{self, PreTokenizer};
 
 /// GGUF token type of control tokens (`<|im_start|>` and the like).
@@ -163,6 +164,25 @@ fn tokenizer(file: &GgufFile, path: &Path, tokens: &[String]) -> Result<String> 
     tokenizer_build::byte_level_bpe(path, vocab, merges, &special, pre)
 }
 
+/// [`unpermute_rows`] on rows of `row_bytes` bytes each (a row of GGML blocks): the
+/// permutation moves whole rows, so it commutes with (de)quantization.
+pub fn unpermute_byte_rows(w: &[u8], heads: usize, row_bytes: usize) -> Vec<u8> {
+    let rows = w.len() / row_bytes;
+    let hd = rows / heads;
+    let half = hd / 2;
+    let mut out = vec![0u8; w.len()];
+    for h in 0..heads {
+        for j in 0..half {
+            for (hf_row, gguf_row) in [(j, 2 * j), (half + j, 2 * j + 1)] {
+                let src = (h * hd + gguf_row) * row_bytes;
+                let dst = (h * hd + hf_row) * row_bytes;
+                out[dst..dst + row_bytes].copy_from_slice(&w[src..src + row_bytes]);
+            }
+        }
+    }
+    out
+}
+
 /// Undoes llama.cpp's Q/K row permutation for one projection `(heads * hd, cols)`.
 ///
 /// llama.cpp stores, within each head, row `2i` = Hugging Face row `i` and row `2i + 1` = HF
@@ -215,8 +235,10 @@ struct GgufReader {
     config: ModelConfig,
 }
 
-impl TensorReader for GgufReader {
-    fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+impl GgufReader {
+    /// The GGUF name of canonical tensor `name` (checked to have shape `shape`) and the heads
+    /// to un-permute its rows by.
+    fn locate(&self, name: &str, shape: &[usize]) -> Result<(String, Option<usize>)> {
         let path = self.file.path();
         let (g, heads) =
             gguf_name(name, &self.config).ok_or_else(|| SplitError::MissingTensor {
@@ -231,10 +253,31 @@ impl TensorReader for GgufReader {
                 tensor: g.clone(),
             })?;
         check_shape(path, &g, &found, shape)?;
+        Ok((g, heads))
+    }
+}
+
+impl TensorReader for GgufReader {
+    fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (g, heads) = self.locate(name, shape)?;
         let data = self.file.tensor_f32(&g)?;
         Ok(match heads {
             Some(h) => unpermute_rows(&data, h, shape[1]),
             None => data,
+        })
+    }
+
+    fn source_type(&self, name: &str) -> Option<GgmlType> {
+        let (g, _) = gguf_name(name, &self.config)?;
+        self.file.tensor(&g).map(|t| t.ty)
+    }
+
+    fn read_raw(&self, name: &str, shape: &[usize]) -> Result<Vec<u8>> {
+        let (g, heads) = self.locate(name, shape)?;
+        let bytes = self.file.tensor_bytes(&g)?;
+        Ok(match heads {
+            Some(h) => unpermute_byte_rows(bytes, h, bytes.len() / shape[0]),
+            None => bytes.to_vec(),
         })
     }
 }
@@ -268,6 +311,14 @@ mod tests {
         let p = permute(&w, heads, cols);
         assert_ne!(p, w);
         assert_eq!(unpermute_rows(&p, heads, cols), w);
+        // The byte-row version moves the same rows.
+        let bytes: Vec<u8> = p.iter().map(|v| *v as u8).collect();
+        let back: Vec<f32> = unpermute_byte_rows(&bytes, heads, cols)
+            .iter()
+            .map(|b| *b as f32)
+            .collect();
+        let want: Vec<f32> = w.iter().map(|v| (*v as u8) as f32).collect();
+        assert_eq!(back, want);
         // Row 1 of the GGUF (pair partner of row 0) is HF row hd/2.
         assert_eq!(&p[cols..2 * cols], &w[(hd / 2) * cols..(hd / 2 + 1) * cols]);
     }

@@ -1,7 +1,9 @@
 //! Model import and sharding for Synapse.
 //!
-//! Reads a GGUF file (arch llama) or a Hugging Face model folder (gpt2 or llama), converts every
-//! tensor to f16 in the canonical layout described in [`manifest`], and writes a model directory:
+//! Reads a GGUF file (arch llama) or a Hugging Face model folder (gpt2 or llama), brings every
+//! tensor into the canonical layout described in [`manifest`], stores matrices as f16 or as
+//! GGML blocks ([`TensorType`], chosen by [`write::WeightsMode`]) and vectors as f16, and writes
+//! a model directory:
 //! `manifest.json`, `tokenizer.json` and one safetensors file per shard (a contiguous layer range).
 
 pub mod checkpoint;
@@ -12,7 +14,10 @@ pub mod hf;
 pub mod manifest;
 pub mod plan;
 pub mod quant;
+pub mod quantize;
+pub mod tensor_type;
 pub mod tokenizer_build;
+pub mod weights_mode;
 pub mod write;
 
 use std::path::Path;
@@ -20,7 +25,8 @@ use std::path::Path;
 pub use checkpoint::Checkpoint;
 pub use error::{Result, SplitError};
 pub use manifest::{Architecture, Manifest, ModelConfig, ShardInfo, TensorInfo};
-pub use write::{SplitOptions, split};
+pub use tensor_type::TensorType;
+pub use write::{SplitOptions, SplitOutcome, WeightsMode, split, split_with_notes};
 
 /// Opens a checkpoint: a `.gguf` file or a Hugging Face model folder.
 pub fn open(input: &Path) -> Result<Checkpoint> {

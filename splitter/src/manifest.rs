@@ -14,8 +14,9 @@ use crate::error::{Result, SplitError};
 
 /// Format name written into every manifest.
 pub const FORMAT_NAME: &str = "synapse-shards";
-/// Format version written into every manifest; readers refuse other versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written into every manifest; readers refuse other versions. Version 2 added
+/// each tensor's storage type ([`TensorType`]) and quantized blocks in shard files.
+pub const FORMAT_VERSION: u32 = 2;
 /// File name of the manifest inside a model directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// File name of the tokenizer inside a model directory.
@@ -112,12 +113,18 @@ impl ModelConfig {
     }
 }
 
+pub use crate::tensor_type::TensorType;
+
 /// One tensor stored in a shard file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TensorInfo {
     pub name: String,
-    /// Row-major shape, outermost dimension first.
+    /// Logical row-major shape, outermost dimension first (`[out, in]` for a matrix), whatever
+    /// the storage type.
     pub shape: Vec<usize>,
+    /// How the values are stored. A block type's tensor is a safetensors `U8` tensor of shape
+    /// `[rows, bytes per row]` holding GGML blocks bit for bit (see [`TensorType`]).
+    pub dtype: TensorType,
 }
 
 /// One shard: a contiguous range of layers and the file holding its tensors.
@@ -165,7 +172,9 @@ pub struct Manifest {
     pub tokenizer: String,
     /// Jinja chat template, when the model has one.
     pub chat_template: Option<String>,
-    /// Element type of every tensor in the shard files.
+    /// The storage type holding most of the matrices' bytes (`f16`, `q8_0`, `q4_0`, `q4_1`...),
+    /// a summary for people and for `synapse simulate`; each tensor's own type is in
+    /// `shards[].tensors[].dtype`.
     pub dtype: String,
     pub source: Source,
     pub shards: Vec<ShardInfo>,
@@ -176,6 +185,13 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| SplitError::io(&path, e))?;
+        // Format and version first, so an older directory gets "re-split" rather than a
+        // complaint about a field its version did not have.
+        let head: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| SplitError::corrupt(&path, format!("not valid JSON: {e}")))?;
+        if head.get("format").and_then(|f| f.as_str()) == Some(FORMAT_NAME) {
+            check_version(&path, head.get("version").and_then(|v| v.as_u64()))?;
+        }
         let m: Manifest = serde_json::from_str(&text)
             .map_err(|e| SplitError::corrupt(&path, format!("not a valid manifest: {e}")))?;
         m.validate(&path)?;
@@ -190,21 +206,7 @@ impl Manifest {
                 format!("format is `{}`, expected `{FORMAT_NAME}`", self.format),
             ));
         }
-        if self.version != FORMAT_VERSION {
-            return Err(SplitError::unsupported(
-                path,
-                format!(
-                    "manifest version {} (this Synapse reads {FORMAT_VERSION})",
-                    self.version
-                ),
-            ));
-        }
-        if self.dtype != "f16" {
-            return Err(SplitError::unsupported(
-                path,
-                format!("dtype `{}`", self.dtype),
-            ));
-        }
+        check_version(path, Some(self.version as u64))?;
         self.config.validate(path)?;
         if self.shards.is_empty() {
             return Err(SplitError::corrupt(path, "no shards"));
@@ -231,6 +233,11 @@ impl Manifest {
                 ));
             }
             next = s.layers[1] + 1;
+            for t in &s.tensors {
+                t.dtype.check_shape(&t.shape).map_err(|what| {
+                    SplitError::corrupt(path, format!("shard {i} tensor `{}`: {what}", t.name))
+                })?;
+            }
         }
         if next != self.config.n_layers {
             return Err(SplitError::corrupt(
@@ -242,6 +249,26 @@ impl Manifest {
             ));
         }
         Ok(())
+    }
+}
+
+/// Refuses a manifest of another version; an older one is told to re-split.
+fn check_version(path: &Path, version: Option<u64>) -> Result<()> {
+    match version {
+        Some(v) if v == FORMAT_VERSION as u64 => Ok(()),
+        Some(v) if v < FORMAT_VERSION as u64 => Err(SplitError::unsupported(
+            path,
+            format!(
+                "manifest version {v} was written by an older Synapse (this one reads version \
+                 {FORMAT_VERSION}, which records each tensor's type); re-split the model: \
+                 `synapse split MODEL.gguf --out DIR --force`"
+            ),
+        )),
+        Some(v) => Err(SplitError::unsupported(
+            path,
+            format!("manifest version {v} (this Synapse reads {FORMAT_VERSION}); update Synapse"),
+        )),
+        None => Err(SplitError::corrupt(path, "no numeric `version`")),
     }
 }
 

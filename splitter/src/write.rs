@@ -1,5 +1,6 @@
-//! Writing a model directory from a [`Checkpoint`]: one safetensors file per shard (f16, only
-//! the tensors that shard needs), `tokenizer.json` and `manifest.json`.
+//! Writing a model directory from a [`Checkpoint`]: one safetensors file per shard (only the
+//! tensors that shard needs, each in the type [`weights_mode::choose`] picks), `tokenizer.json`
+//! and `manifest.json`.
 //!
 //! Everything is written into a hidden temporary directory beside the target and renamed into
 //! place only when complete, so a failure (bad tensor, full disk, Ctrl-C) never leaves a
@@ -9,7 +10,6 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
-use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -21,6 +21,10 @@ use crate::manifest::{
     FORMAT_NAME, FORMAT_VERSION, MANIFEST_FILE, Manifest, ShardInfo, TOKENIZER_FILE, TensorInfo,
 };
 use crate::plan;
+use crate::quantize::quantize;
+use crate::tensor_type::TensorType;
+pub use crate::weights_mode::WeightsMode;
+use crate::weights_mode::{Choice, Notes, choose};
 
 /// Options of [`split`].
 #[derive(Debug, Clone)]
@@ -31,6 +35,16 @@ pub struct SplitOptions {
     pub force: bool,
     /// Show a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Storage type of the matrices.
+    pub weights: WeightsMode,
+}
+
+/// What [`split_with_notes`] wrote.
+#[derive(Debug, Clone)]
+pub struct SplitOutcome {
+    pub manifest: Manifest,
+    /// One line per conversion the source needed (e.g. `converted 30 Q6_K tensors to q8_0`).
+    pub notes: Vec<String>,
 }
 
 /// The file name of shard `i` of `n`.
@@ -40,19 +54,51 @@ pub fn shard_file_name(i: usize, n: usize) -> String {
 
 /// Splits `ckpt` into `opts.shards` shards written to `out`.
 pub fn split(ckpt: &Checkpoint, out: &Path, opts: &SplitOptions) -> Result<Manifest> {
+    split_with_notes(ckpt, out, opts).map(|o| o.manifest)
+}
+
+/// [`split`], also returning the notes on converted types (the CLI prints them).
+pub fn split_with_notes(
+    ckpt: &Checkpoint,
+    out: &Path,
+    opts: &SplitOptions,
+) -> Result<SplitOutcome> {
     let cfg = &ckpt.config;
     let tensors = canonical_tensors(ckpt.arch, cfg);
+    let head = head_name(ckpt.arch);
+    // Every tensor's storage, decided once: `(name) -> choice`. A tied head is read from the
+    // embedding, so it gets the embedding's choice.
+    let mut notes = Notes::default();
+    let mut choices: HashMap<String, Choice> = HashMap::new();
+    for (_, name, shape) in &tensors {
+        if cfg.tied_head && name == head {
+            continue;
+        }
+        let c = choose(
+            opts.weights,
+            name,
+            shape,
+            ckpt.reader.source_type(name),
+            &mut notes,
+        )?;
+        choices.insert(name.clone(), c);
+    }
+    if cfg.tied_head {
+        let c = choices[embedding_name(ckpt.arch)];
+        choices.insert(head.to_string(), c);
+    }
+    let size = |name: &str, shape: &[usize]| choices[name].ty.bytes_for(shape) as u64;
     let bytes_of = |part: Part| -> u64 {
         tensors
             .iter()
-            .filter(|(p, name, _)| *p == part && !(cfg.tied_head && name == head_name(ckpt.arch)))
-            .map(|(_, _, s)| s.iter().product::<usize>() as u64 * 2)
+            .filter(|(p, name, _)| *p == part && !(cfg.tied_head && name == head))
+            .map(|(_, n, s)| size(n, s))
             .sum()
     };
     let layer_bytes: Vec<u64> = (0..cfg.n_layers)
         .map(|i| bytes_of(Part::Layer(i)))
         .collect();
-    let head_matrix = (cfg.vocab_size * cfg.hidden_size * 2) as u64;
+    let head_matrix = size(head, &[cfg.vocab_size, cfg.hidden_size]);
     // A tied head costs its bytes on the last shard unless that shard also holds the embedding.
     let head_extra = bytes_of(Part::Head)
         + if cfg.tied_head && opts.shards > 1 {
@@ -108,8 +154,10 @@ pub fn split(ckpt: &Checkpoint, out: &Path, opts: &SplitOptions) -> Result<Manif
     for (i, range) in ranges.iter().enumerate() {
         bar.set_message(format!("shard {}/{}", i + 1, ranges.len()));
         let wanted = shard_tensors(ckpt, &tensors, i, &ranges, range);
-        let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut data: Vec<(String, Vec<usize>, TensorType, Vec<u8>)> = Vec::new();
         for (name, source, shape) in &wanted {
+            let choice = choices[name.as_str()];
+            // Values are read (dequantized) even for a copy, to refuse non-finite weights.
             let values = ckpt.reader.read(source, shape)?;
             if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
                 return Err(SplitError::corrupt(
@@ -117,19 +165,34 @@ pub fn split(ckpt: &Checkpoint, out: &Path, opts: &SplitOptions) -> Result<Manif
                     format!("tensor `{source}` holds a non-finite value at element {bad}"),
                 ));
             }
-            let mut bytes = Vec::with_capacity(values.len() * 2);
-            for v in values {
-                bytes.extend_from_slice(&f16::from_f32(v).to_le_bytes());
+            let bytes = if choice.copy && choice.ty.is_block() {
+                ckpt.reader.read_raw(source, shape)?
+            } else {
+                let mut b = Vec::new();
+                quantize(choice.ty, &values, &mut b)
+                    .map_err(|e| SplitError::Invalid(format!("tensor `{source}`: {e}")))?;
+                b
+            };
+            if bytes.len() != choice.ty.bytes_for(shape) {
+                return Err(SplitError::corrupt(
+                    &ckpt.path,
+                    format!(
+                        "tensor `{source}`: {} bytes of {}, expected {}",
+                        bytes.len(),
+                        choice.ty,
+                        choice.ty.bytes_for(shape)
+                    ),
+                ));
             }
-            data.push((name.clone(), shape.clone(), bytes));
+            data.push((name.clone(), shape.clone(), choice.ty, bytes));
             bar.inc(1);
         }
         let views: Vec<(String, TensorView)> = data
             .iter()
-            .map(|(n, s, b)| {
+            .map(|(n, s, ty, b)| {
                 Ok((
                     n.clone(),
-                    TensorView::new(Dtype::F16, s.clone(), b)
+                    TensorView::new(safetensors_dtype(*ty), ty.stored_shape(s), b)
                         .map_err(|e| SplitError::Invalid(e.to_string()))?,
                 ))
             })
@@ -155,9 +218,10 @@ pub fn split(ckpt: &Checkpoint, out: &Path, opts: &SplitOptions) -> Result<Manif
             has_head: i + 1 == ranges.len(),
             tensors: data
                 .iter()
-                .map(|(n, s, _)| TensorInfo {
+                .map(|(n, s, ty, _)| TensorInfo {
                     name: n.clone(),
                     shape: s.clone(),
+                    dtype: *ty,
                 })
                 .collect(),
         });
@@ -171,7 +235,7 @@ pub fn split(ckpt: &Checkpoint, out: &Path, opts: &SplitOptions) -> Result<Manif
         config: cfg.clone(),
         tokenizer: TOKENIZER_FILE.into(),
         chat_template: ckpt.chat_template.clone(),
-        dtype: "f16".into(),
+        dtype: main_type(&shards).name().into(),
         source: ckpt.source.clone(),
         shards,
     };
@@ -190,7 +254,34 @@ pub fn split(ckpt: &Checkpoint, out: &Path, opts: &SplitOptions) -> Result<Manif
         let _ = std::fs::remove_dir_all(&kept);
         SplitError::io(out, e)
     })?;
-    Ok(manifest)
+    Ok(SplitOutcome {
+        manifest,
+        notes: notes.lines(),
+    })
+}
+
+/// The safetensors dtype a tensor of storage type `ty` is written as.
+pub fn safetensors_dtype(ty: TensorType) -> Dtype {
+    match ty {
+        TensorType::F32 => Dtype::F32,
+        TensorType::F16 => Dtype::F16,
+        _ => Dtype::U8,
+    }
+}
+
+/// The storage type holding most matrix bytes (f16 when there are no matrices).
+fn main_type(shards: &[ShardInfo]) -> TensorType {
+    let mut bytes: HashMap<TensorType, usize> = HashMap::new();
+    for t in shards.iter().flat_map(|s| &s.tensors) {
+        if t.shape.len() == 2 {
+            *bytes.entry(t.dtype).or_default() += t.dtype.bytes_for(&t.shape);
+        }
+    }
+    TensorType::ALL
+        .into_iter()
+        .max_by_key(|t| bytes.get(t).copied().unwrap_or(0))
+        .filter(|t| bytes.contains_key(t))
+        .unwrap_or(TensorType::F16)
 }
 
 /// `(name in shard, name to read, shape)` of every tensor shard `i` holds. A tied head is read

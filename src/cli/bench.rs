@@ -105,7 +105,9 @@ pub fn run(args: Args) -> Result<()> {
             let dir = synapse::fetch::resolve_model(args.model.as_deref())?;
             let m = ModelDir::open(&dir)?;
             let n = m.manifest.shards.len();
-            let bytes = m.manifest.shards.iter().map(|s| s.bytes).sum();
+            // Bytes a decode step reads: on the CPU the matrices as stored (blocks included);
+            // on the GPU what it holds (block tensors expanded to f16 at load).
+            let mut bytes = bench::decode_weight_bytes(&m.manifest);
             let loaded = match &gpu {
                 Some(ctx) => {
                     let mut shards = (0..n)
@@ -116,6 +118,7 @@ pub fn run(args: Args) -> Result<()> {
                             .iter_mut()
                             .for_each(|s| s.set_fuse_norms(args.fused_norms));
                     }
+                    bytes = shards.iter().map(GpuShard::weight_bytes).sum();
                     Loaded::Gpu(shards)
                 }
                 None => Loaded::Cpu(
@@ -125,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
                 ),
             };
             (
-                dir.display().to_string(),
+                format!("{} (weights {})", dir.display(), m.manifest.dtype),
                 m.manifest.config.clone(),
                 loaded,
                 bytes,

@@ -17,6 +17,17 @@ pub struct Args {
     /// Replace OUT if it already exists.
     #[arg(long)]
     force: bool,
+    /// Storage of the weight matrices: `keep` copies a GGUF's Q8_0/Q4_0/Q4_1/F16/F32 blocks as
+    /// they are (other types become the nearest of these, and split says so); `f16` converts
+    /// every matrix to f16; `q8_0`, `q4_0`, `q4_1` quantize with ggml's reference rounding.
+    /// Norms and biases are f16 in every mode. f16 is the default while only the CPU engine
+    /// computes on blocks (the GPU engine expands them to f16 at load; the browser refuses them).
+    #[arg(long, default_value = "f16", value_parser = parse_weights)]
+    weights: splitter::WeightsMode,
+}
+
+fn parse_weights(s: &str) -> Result<splitter::WeightsMode, String> {
+    splitter::WeightsMode::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -26,8 +37,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shards: args.shards,
         force: args.force,
         progress: true,
+        weights: args.weights,
     };
-    let manifest = splitter::split(&ckpt, &args.out, &opts)?;
+    let outcome = splitter::split_with_notes(&ckpt, &args.out, &opts)?;
+    for note in &outcome.notes {
+        eprintln!("note: {note}");
+    }
+    let manifest = outcome.manifest;
     let c = &manifest.config;
     eprintln!(
         "{} {}: {} layers, hidden {}, vocab {}",
@@ -49,6 +65,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         );
     }
+    let total: u64 = manifest.shards.iter().map(|s| s.bytes).sum();
+    eprintln!(
+        "weights {} ({}): {:.1} MB of shards",
+        args.weights.name(),
+        manifest.dtype,
+        total as f64 / 1e6
+    );
     eprintln!("split in {:.2} s", start.elapsed().as_secs_f64());
     println!("{}", args.out.display());
     Ok(())

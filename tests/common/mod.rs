@@ -12,8 +12,8 @@ use std::process::Command;
 
 /// Directory of the synthetic checkpoints and their numpy references, generating it on first use.
 pub fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("synthetic-fixtures-v1");
-    if !dir.join("llama-gguf").join("reference.json").exists() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("synthetic-fixtures-v3");
+    if !dir.join("weights").join("llama-gguf-q4_1.json").exists() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_fixtures.py");
         let out = Command::new("python3")
             .arg(&script)
@@ -97,17 +97,50 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 
 /// Splits `input` into `n` shards in a fresh directory under `parent`.
 pub fn split(input: &Path, parent: &Path, n: usize) -> PathBuf {
-    let out = parent.join(format!("shards-{n}"));
+    split_weights(input, parent, n, "f16").0
+}
+
+/// Splits `input` into `n` shards with `--weights MODE` in a fresh directory under `parent`;
+/// returns the directory and the splitter's notes.
+pub fn split_weights(input: &Path, parent: &Path, n: usize, mode: &str) -> (PathBuf, Vec<String>) {
+    let out = parent.join(format!("shards-{n}-{mode}"));
     let ckpt = splitter::open(input).unwrap_or_else(|e| panic!("opening {}: {e}", input.display()));
-    splitter::split(
+    let weights = splitter::WeightsMode::parse(mode).expect("a --weights mode");
+    let outcome = splitter::split_with_notes(
         &ckpt,
         &out,
         &splitter::SplitOptions {
             shards: n,
             force: false,
             progress: false,
+            weights,
         },
     )
-    .unwrap_or_else(|e| panic!("splitting {}: {e}", input.display()));
-    out
+    .unwrap_or_else(|e| panic!("splitting {} with --weights {mode}: {e}", input.display()));
+    (out, outcome.notes)
+}
+
+/// What make_fixtures.py says `--weights MODE` must give for fixture `model`:
+/// `weights/MODEL-MODE.json`.
+#[derive(Debug, serde::Deserialize)]
+pub struct WeightsReference {
+    /// Storage type of every canonical tensor.
+    pub types: std::collections::BTreeMap<String, String>,
+    /// `(T, V)` logits of the prefill, computed on exactly those weights.
+    pub logits: Vec<Vec<f32>>,
+    pub greedy: Vec<u32>,
+}
+
+/// Loads `weights/MODEL-MODE.json` of the fixtures.
+pub fn weights_reference(model: &str, mode: &str) -> WeightsReference {
+    let path = weights_reference_path(model, mode, "json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `weights/MODEL-MODE.EXT` of the fixtures (`safetensors`: the tensors themselves).
+pub fn weights_reference_path(model: &str, mode: &str, ext: &str) -> PathBuf {
+    fixtures()
+        .join("weights")
+        .join(format!("{model}-{mode}.{ext}"))
 }

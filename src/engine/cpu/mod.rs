@@ -1,9 +1,13 @@
-//! The CPU engine: a plain-Rust forward pass over one shard, f16 weights and f32 arithmetic.
-//! It is the oracle every other backend is tested against, and a working `cpu` backend.
+//! The CPU engine: a plain-Rust forward pass over one shard, f32 arithmetic on weights held as
+//! the shard file stores them (f16, f32, or Q8_0/Q4_0/Q4_1 blocks read directly by
+//! [`matmul`]). It is the oracle every other backend is tested against, and a working `cpu`
+//! backend.
 
+pub mod blocks;
 pub mod gpt2;
 pub mod kv;
 pub mod llama;
+pub mod matmul;
 pub mod ops;
 
 use std::collections::HashMap;
@@ -14,15 +18,15 @@ use splitter::manifest::names;
 use splitter::{Architecture, Manifest, ModelConfig, ShardInfo};
 
 use self::kv::LayerCache;
-use super::weights::ShardTensors;
+use super::weights::{Matrix, ShardTensors};
 use super::{
     Activations, EngineError, LogitsMode, SessionId, ShardExecutor, StepInput, StepOutput,
 };
 
 /// Token (and, for GPT-2, position) embeddings, held by the first shard.
 struct Embedding {
-    tokens: Vec<f16>,            // (V, C)
-    positions: Option<Vec<f16>>, // (P, C), GPT-2 only
+    tokens: Matrix,            // (V, C)
+    positions: Option<Matrix>, // (P, C), GPT-2 only
 }
 
 /// Final norm and output head, held by the last shard.
@@ -30,7 +34,7 @@ struct Head {
     norm_w: Vec<f16>,         // (C)
     norm_b: Option<Vec<f16>>, // (C), GPT-2 only
     /// `None` when the head is tied and the same shard holds the embedding.
-    weight: Option<Vec<f16>>, // (V, C)
+    weight: Option<Matrix>, // (V, C)
 }
 
 enum Blocks {
@@ -60,17 +64,17 @@ impl CpuShard {
                 what: format!("no shard {index} (the model has {})", manifest.shards.len()),
             })?;
         let cfg = &manifest.config;
-        let mut t = ShardTensors::load(&dir.join(&info.file), info.bytes)?;
+        let mut t = ShardTensors::load(&dir.join(&info.file), info)?;
         let (v, c) = (cfg.vocab_size, cfg.hidden_size);
         let arch = manifest.architecture;
         let embedding = if info.has_embedding {
             Some(match arch {
                 Architecture::Gpt2 => Embedding {
-                    tokens: t.take(names::gpt2::WTE, &[v, c])?,
-                    positions: Some(t.take(names::gpt2::WPE, &[cfg.context_length, c])?),
+                    tokens: t.take_matrix(names::gpt2::WTE, v, c)?,
+                    positions: Some(t.take_matrix(names::gpt2::WPE, cfg.context_length, c)?),
                 },
                 Architecture::Llama => Embedding {
-                    tokens: t.take(names::llama::EMBED, &[v, c])?,
+                    tokens: t.take_matrix(names::llama::EMBED, v, c)?,
                     positions: None,
                 },
             })
@@ -103,7 +107,7 @@ impl CpuShard {
             let weight = if cfg.tied_head && info.has_embedding {
                 None
             } else {
-                Some(t.take(head_name, &[v, c])?)
+                Some(t.take_matrix(head_name, v, c)?)
             };
             Some(Head {
                 norm_w,
@@ -129,6 +133,7 @@ impl CpuShard {
     fn embed(&self, emb: &Embedding, tokens: &[u32], pos: usize) -> Result<Vec<f32>, EngineError> {
         let c = self.cfg.hidden_size;
         let mut x = vec![0f32; tokens.len() * c]; // (T, C)
+        let mut p = vec![0f32; c]; // (C)
         for (ti, &id) in tokens.iter().enumerate() {
             if id as usize >= self.cfg.vocab_size {
                 return Err(EngineError::Token {
@@ -137,15 +142,10 @@ impl CpuShard {
                 });
             }
             let row = &mut x[ti * c..(ti + 1) * c];
-            let e = &emb.tokens[id as usize * c..][..c];
-            for (o, w) in row.iter_mut().zip(e) {
-                *o = w.to_f32();
-            }
+            emb.tokens.row_f32(id as usize, row);
             if let Some(wpe) = &emb.positions {
-                let p = &wpe[(pos + ti) * c..][..c];
-                for (o, w) in row.iter_mut().zip(p) {
-                    *o += w.to_f32();
-                }
+                wpe.row_f32(pos + ti, &mut p);
+                ops::add_inplace(row, &p);
             }
         }
         Ok(x)
@@ -170,7 +170,7 @@ impl CpuShard {
             (None, None) => unreachable!("load() keeps a tied head only beside the embedding"),
         };
         let mut out = vec![0f32; r * v]; // (R, V)
-        ops::matmul(&mut out, &rows, weight, None, r, c);
+        matmul::matmul(&mut out, &rows, weight, None, r);
         Activations {
             rows: r,
             cols: v,
@@ -185,7 +185,8 @@ impl ShardExecutor for CpuShard {
     }
 
     fn memory(&self) -> crate::engine::MemoryUse {
-        // Weights as the shard file holds them (f16, loaded as they are); caches are f32.
+        // Weights as the shard file holds them (loaded as they are, blocks included); caches
+        // are f32.
         let kv = self
             .sessions
             .values()

@@ -89,7 +89,7 @@ impl GpuShard {
                 path: dir.display().to_string(),
                 what: format!("no shard {index} (the model has {})", manifest.shards.len()),
             })?;
-        let mut t = ShardTensors::load(&dir.join(&info.file), info.bytes)?;
+        let mut t = ShardTensors::load(&dir.join(&info.file), info)?;
         let shard = Self::from_tensors(ctx, &mut t, info, manifest.architecture, &manifest.config)?;
         t.finish()?;
         Ok(shard)

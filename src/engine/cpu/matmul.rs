@@ -1,0 +1,141 @@
+//! The CPU engine's matrix product over a [`Matrix`] in any storage type:
+//! `out (T, N) = x (T, K) @ w (N, K)^T + bias (N)`.
+//!
+//! f16 matrices go to [`ops::matmul`]. Block matrices are read as blocks: rayon splits the
+//! output rows into tasks; for one token (decode) each row is a fused block dot product
+//! ([`blocks::dot_row`]) that decodes the weights in registers; for several tokens (prefill)
+//! each row is decoded once into a `K`-long scratch row and used for every token. No copy of
+//! the matrix is ever made in another type.
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::blocks;
+use super::ops;
+use crate::engine::weights::{Matrix, Stored};
+
+/// Weight rows per rayon task.
+const ROWS_PER_TASK: usize = 32;
+
+/// `out (T, N) = x (T, K) @ w (N, K)^T + bias (N)` with `N = w.rows`, `K = w.cols`.
+pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: usize) {
+    let (n, k) = (w.rows, w.cols);
+    assert_eq!(x.len(), t * k, "input is not (T, K)");
+    assert_eq!(out.len(), t * n, "output is not (T, N)");
+    let (ty, bytes): (_, &[u8]) = match &w.data {
+        Stored::F16(v) => return ops::matmul(out, x, v, bias, t, k),
+        Stored::F32(v) => (splitter::TensorType::F32, bytemuck_f32(v)),
+        Stored::Blocks { ty, bytes } => (*ty, bytes.as_slice()),
+    };
+    let rb = ty.row_bytes(k);
+    assert_eq!(bytes.len(), n * rb, "weight is not (N, K) of {ty}");
+    // One task's results: (rows, T).
+    let parts: Vec<Vec<f32>> = bytes
+        .par_chunks(ROWS_PER_TASK * rb)
+        .map(|rows| {
+            let nrows = rows.len() / rb;
+            let mut acc = vec![0f32; nrows * t]; // (rows, T)
+            if t == 1 && ty.is_block() {
+                for (r, row) in rows.chunks_exact(rb).enumerate() {
+                    acc[r] = blocks::dot_row(ty, row, x);
+                }
+            } else {
+                let mut wrow = vec![0f32; k]; // (K)
+                for (r, row) in rows.chunks_exact(rb).enumerate() {
+                    blocks::decode_row(ty, row, &mut wrow);
+                    for ti in 0..t {
+                        acc[r * t + ti] = ops::dot(&wrow, &x[ti * k..(ti + 1) * k]);
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    for (p, acc) in parts.iter().enumerate() {
+        let n0 = p * ROWS_PER_TASK;
+        for r in 0..acc.len() / t {
+            let b = bias.map_or(0.0, |bb| bb[n0 + r].to_f32());
+            for ti in 0..t {
+                out[ti * n + n0 + r] = acc[r * t + ti] + b;
+            }
+        }
+    }
+}
+
+/// The little-endian bytes of f32 values (x86-64 and aarch64 are little-endian; the f32 path
+/// decodes with `from_le_bytes`).
+fn bytemuck_f32(v: &[f32]) -> &[u8] {
+    // SAFETY: any f32 slice is a valid byte slice of four times its length, same lifetime.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use splitter::TensorType;
+    use splitter::quantize::quantize;
+
+    /// Max |a - b| and where.
+    fn max_err(a: &[f32], b: &[f32]) -> (f32, usize) {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .enumerate()
+            .fold((0.0, 0), |m, (i, e)| if e > m.0 { (e, i) } else { m })
+    }
+
+    #[test]
+    fn block_products_match_the_dequantized_reference_for_one_and_many_tokens() {
+        let (n, k) = (70, 96);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.3)
+            .collect();
+        let bias: Vec<f16> = (0..n).map(|i| f16::from_f32(i as f32 / 64.0)).collect();
+        for t in [1, 5] {
+            let x: Vec<f32> = (0..t * k)
+                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 40.0)
+                .collect();
+            for ty in [
+                TensorType::Q8_0,
+                TensorType::Q4_0,
+                TensorType::Q4_1,
+                TensorType::F32,
+            ] {
+                let mut q = Vec::new();
+                quantize(ty, &w, &mut q).unwrap();
+                let mut deq = vec![0f32; n * k];
+                splitter::quant::dequantize(ty.ggml(), &q, &mut deq).unwrap();
+                let m = match ty {
+                    TensorType::F32 => Matrix {
+                        rows: n,
+                        cols: k,
+                        data: Stored::F32(w.clone()),
+                    },
+                    _ => Matrix {
+                        rows: n,
+                        cols: k,
+                        data: Stored::Blocks { ty, bytes: q },
+                    },
+                };
+                let mut got = vec![0f32; t * n];
+                matmul(&mut got, &x, &m, Some(&bias), t);
+                let mut want = vec![0f32; t * n];
+                for ti in 0..t {
+                    for r in 0..n {
+                        let s: f64 = (0..k)
+                            .map(|j| deq[r * k + j] as f64 * x[ti * k + j] as f64)
+                            .sum();
+                        want[ti * n + r] = s as f32 + bias[r].to_f32();
+                    }
+                }
+                let (e, at) = max_err(&got, &want);
+                assert!(
+                    e < 1e-4,
+                    "{ty} T={t}: max error {e:e} at token {}, row {}",
+                    at / n,
+                    at % n
+                );
+            }
+        }
+    }
+}
