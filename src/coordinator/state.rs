@@ -81,34 +81,26 @@ impl ModelShape {
     }
 }
 
-/// A shard's weight bytes read per row and per step, from its tensors' shapes and the file's
-/// average bytes per value (so quantized files count what they hold): the vocabulary tables
-/// (token embedding, output head: `[vocab, hidden]` outside the layers) do not scale with rows;
-/// the head, where the shard has one, is read once a step.
+/// A shard's weight bytes read per row and per step, from its tensors' shapes and storage types
+/// (so quantized shards count what they hold): the vocabulary tables (token embedding, output
+/// head: `[vocab, hidden]` outside the layers) do not scale with rows; the head, where the
+/// shard has one, is read once a step.
 fn work_bytes(s: &splitter::ShardInfo, vocab: usize) -> (u64, u64) {
-    let elems = |t: &splitter::TensorInfo| t.shape.iter().product::<usize>() as u64;
-    let total: u64 = s.tensors.iter().map(elems).sum();
-    if total == 0 {
-        return (s.bytes, 0);
-    }
-    let per_value = s.bytes as f64 / total as f64;
+    let bytes = |t: &splitter::TensorInfo| t.dtype.bytes_for(&t.shape) as u64;
     let tables: Vec<u64> = s
         .tensors
         .iter()
         .filter(|t| t.shape.len() == 2 && t.shape[0] == vocab && vocab > 0)
-        .map(elems)
+        .map(bytes)
         .collect();
-    let table_bytes = (tables.iter().sum::<u64>() as f64 * per_value) as u64;
     let head = if s.has_head {
         // Tied heads read the embedding table (or its copy) as the head.
-        tables
-            .iter()
-            .max()
-            .map_or(0, |&e| (e as f64 * per_value) as u64)
+        tables.iter().copied().max().unwrap_or(0)
     } else {
         0
     };
-    (s.bytes.saturating_sub(table_bytes), head)
+    let all: u64 = s.tensors.iter().map(bytes).sum();
+    (all - tables.iter().sum::<u64>(), head)
 }
 
 /// The core's settings.

@@ -17,6 +17,8 @@ fn core() -> Core {
             shards: (0..2)
                 .map(|i| ShardShape {
                     bytes: 1_000_000,
+                    row_bytes: 1_000_000,
+                    step_bytes: 0,
                     layers: 2,
                     file: format!("shard-{i}.safetensors"),
                     sha256: "00".repeat(32),

@@ -629,6 +629,7 @@ fn a_steps_work_counts_the_head_once_and_no_embedding_table() {
     let tensor = |name: &str, shape: &[usize]| splitter::TensorInfo {
         name: name.into(),
         shape: shape.to_vec(),
+        dtype: splitter::TensorType::F16,
     };
     // f16: two bytes a value. A one-shard tied model: the embedding is also the head.
     let shard = |embedding: bool, head: bool| splitter::ShardInfo {
