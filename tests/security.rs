@@ -671,3 +671,44 @@ async fn names_are_unique_and_nodes_and_clients_that_leave_leave_nothing_behind(
         "no session waits, so no step slot is held: {held:?}"
     );
 }
+
+/// Resident memory of this process (kB), from /proc.
+fn rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The figure of docs/RELIABILITY.md (ignored: it takes a while and measures, not checks, in
+/// CI's terms): this process's memory, coordinator included, over 3,200 nodes joining and
+/// leaving over the WebSocket in rounds of 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn join_churn_memory_figure() {
+    use futures_util::StreamExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_llama(tmp.path(), 2);
+    let server = common::cluster::serve_coordinator(config(&dir)).await;
+    let mut levels = Vec::new();
+    for round in 0..16 {
+        for i in 0..200 {
+            let mut ws = raw_node(&server, &format!("node-{round}-{i}")).await;
+            tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap();
+            drop(ws);
+        }
+        names(&server, 0).await;
+        levels.push(rss_kb());
+    }
+    eprintln!("RSS (kB) after each round of 200 joins and leaves: {levels:?}");
+    let held = server.coord.held_handles();
+    assert_eq!(held.links, 0, "{held:?}");
+    let (first, last) = (levels[1] as f64, *levels.last().unwrap() as f64);
+    assert!(
+        last <= first * 1.05,
+        "memory grew from {first} kB (after 400 joins) to {last} kB: {levels:?}"
+    );
+}
