@@ -121,19 +121,24 @@ impl Coordinator {
                 }
                 r
             });
-            match begun {
-                Ok(_) => {}
+            let step = match begun {
+                Ok(id) => id,
                 // The route changed between looking and starting: look again.
                 Err(StepRefused::RouteChanged { .. } | StepRefused::NoRoute) => continue,
                 Err(e) => return Err(SessionError::Failed(e.to_string())),
-            }
+            };
             let outcome = tokio::select! {
                 r = rx => r.unwrap_or_else(|_| Err(HopFailure {
                     node: 0,
                     why: "the coordinator dropped the step".into(),
                     blamed: false,
                 })),
-                _ = out.closed() => return Ok(End::ClientLeft),
+                _ = out.closed() => {
+                    // Nobody will wait for this step's end: the core abandons it when the
+                    // session ends, without a `StepDone`, so its slot would stay forever.
+                    self.act(|hub, _| hub.waiters.remove(&step));
+                    return Ok(End::ClientLeft);
+                }
             };
             match machine.step_done(outcome) {
                 Advance::Prefilled | Advance::Retry => continue,

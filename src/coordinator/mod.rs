@@ -149,6 +149,15 @@ pub(crate) struct Hub {
     waiters: HashMap<u64, oneshot::Sender<StepOutcome>>,
 }
 
+/// Counts of [`Coordinator::held_handles`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Outgoing channels of nodes.
+    pub links: usize,
+    /// Sessions' slots waiting for a step's end.
+    pub waiters: usize,
+}
+
 /// WebSocket close code for a policy violation (RFC 6455).
 pub(crate) const CLOSE_POLICY: u16 = 1008;
 
@@ -325,6 +334,17 @@ impl Coordinator {
     /// Why no generation can run now, or `None` when the pipeline is complete.
     pub fn pipeline_problem(&self) -> Option<String> {
         self.read(|c| c.pipeline_problem())
+    }
+
+    /// What the driver holds besides the core: node channels and sessions waiting for a step.
+    /// Both must follow the connected nodes and the running sessions (tests check that nodes
+    /// and clients that leave leave nothing here).
+    pub fn held_handles(&self) -> Held {
+        let hub = self.hub();
+        Held {
+            links: hub.links.len(),
+            waiters: hub.waiters.len(),
+        }
     }
 
     /// The core's part of `/api/status`.
