@@ -29,6 +29,13 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: u
     };
     let rb = ty.row_bytes(k);
     assert_eq!(bytes.len(), n * rb, "weight is not (N, K) of {ty}");
+    // Block sums of x for the Q4 offset terms, used by the one-token path: (K / 32).
+    let sums = if t == 1 {
+        blocks::block_sums(x)
+    } else {
+        Vec::new()
+    };
+    let avx2 = blocks::has_avx2();
     // One task's results: (rows, T).
     let parts: Vec<Vec<f32>> = bytes
         .par_chunks(ROWS_PER_TASK * rb)
@@ -37,7 +44,7 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: u
             let mut acc = vec![0f32; nrows * t]; // (rows, T)
             if t == 1 && ty.is_block() {
                 for (r, row) in rows.chunks_exact(rb).enumerate() {
-                    acc[r] = blocks::dot_row(ty, row, x);
+                    acc[r] = blocks::dot_row(ty, row, x, &sums, avx2);
                 }
             } else {
                 let mut wrow = vec![0f32; k]; // (K)
