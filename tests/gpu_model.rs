@@ -250,3 +250,49 @@ fn smollm2_on_the_gpu_says_paris() {
     let text = generate_gpu(&dir, 3);
     assert!(text.starts_with(" Paris."), "{text:?}");
 }
+
+/// Shards split with block weights (`--weights q8_0`, `q4_1`, `keep`) load on the GPU, which
+/// expands their blocks to f16 for now: prefill logits match the CPU engine computing on the
+/// blocks themselves, up to the f16 rounding of the dequantized weights (the CPU engine keeps
+/// them exact), and the GPU reports the f16 bytes it really holds.
+#[test]
+fn block_weight_splits_load_expanded_to_f16() {
+    /// The GPU holds `f16(q * d + m)`, the CPU `q * d + m` in f32: relative 2^-11 per weight.
+    const TOL: f32 = 1e-2;
+    for (model, mode) in [
+        ("llama-hf", "q8_0"),
+        ("llama-hf", "q4_1"),
+        ("llama-gguf", "keep"),
+    ] {
+        let reference = common::reference(&common::fixtures().join(model));
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, _) = common::split_weights(&input_of(model), tmp.path(), 2, mode);
+        let m = ModelDir::open(&dir).unwrap();
+        let mut cpu = m.cpu_pipeline().unwrap();
+        let mut gpu = m.gpu_pipeline(&context()).unwrap();
+        cpu.open(1).unwrap();
+        gpu.open(1).unwrap();
+        let want = cpu
+            .forward(1, 0, &reference.tokens, LogitsMode::All)
+            .unwrap();
+        let got = gpu
+            .forward(1, 0, &reference.tokens, LogitsMode::All)
+            .unwrap();
+        common::assert_close(
+            &format!("{model} --weights {mode}: GPU (f16-expanded) vs CPU (blocks) prefill logits"),
+            &got.data,
+            &want.data,
+            TOL,
+            TOL,
+        );
+        for (i, info) in m.manifest.shards.iter().enumerate() {
+            let shard = GpuShard::load(context(), &dir, &m.manifest, i).unwrap();
+            let held = shard.memory().weights;
+            assert!(
+                held > info.bytes,
+                "{model} --weights {mode} shard {i}: the GPU holds {held} bytes, the file {}",
+                info.bytes
+            );
+        }
+    }
+}
