@@ -1,6 +1,7 @@
-//! GGML block kernels of the CPU engine: decoding one row of Q8_0/Q4_0/Q4_1 blocks, and the dot
-//! product of such a row with an f32 vector that decodes each 32-value block in registers and
-//! never writes the decoded weights anywhere.
+//! GGML block kernels of the CPU engine: decoding one row of Q8_0/Q4_0/Q4_1 blocks (and Q4_K,
+//! Q6_K super-blocks, see [`kquants`]), and the dot product of such a row with an f32 vector
+//! that decodes each 32-value block in registers and never writes the decoded weights anywhere
+//! (K-quants: one 256-value super-block at a time through a stack buffer).
 //!
 //! Layouts (ggml-common.h), all little-endian:
 //! - Q8_0, 34 bytes: f16 `d`, 32 × i8 `q`; `w = q * d`.
@@ -15,6 +16,8 @@
 
 use half::f16;
 use splitter::TensorType;
+
+use super::kquants::{self, QK_K};
 
 /// Elements per block of every type here.
 pub const BLOCK: usize = 32;
@@ -52,6 +55,16 @@ pub fn decode_row(ty: TensorType, bytes: &[u8], out: &mut [f32]) {
                     y[j] = f32::from((q & 0x0F) as i8 - 8) * d;
                     y[j + 16] = f32::from((q >> 4) as i8 - 8) * d;
                 }
+            }
+        }
+        TensorType::Q4_K => {
+            for (b, y) in bytes.chunks_exact(144).zip(out.chunks_exact_mut(QK_K)) {
+                kquants::decode_q4_k(b, y);
+            }
+        }
+        TensorType::Q6_K => {
+            for (b, y) in bytes.chunks_exact(210).zip(out.chunks_exact_mut(QK_K)) {
+                kquants::decode_q6_k(b, y);
             }
         }
         TensorType::Q4_1 => {
@@ -106,7 +119,7 @@ fn dot_row_avx2(ty: TensorType, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
         TensorType::Q8_0 => avx2::q8_0(row, x),
         TensorType::Q4_0 => avx2::q4(row, x, sums, 2, false),
         TensorType::Q4_1 => avx2::q4(row, x, sums, 4, true),
-        TensorType::F16 | TensorType::F32 => dot_row_portable(ty, row, x, sums),
+        _ => dot_row_portable(ty, row, x, sums),
     }
 }
 
@@ -224,6 +237,18 @@ fn dot_row_portable(ty: TensorType, row: &[u8], x: &[f32], sums: &[f32]) -> f32 
             .zip(sums)
             .map(|((b, x), sx)| f16_at(b, 0) * dot_q4(&b[4..20], x) + f16_at(b, 2) * sx)
             .sum(),
+        TensorType::Q4_K | TensorType::Q6_K => {
+            // One super-block at a time through a stack buffer.
+            let size = ty.block_bytes();
+            let mut w = [0f32; QK_K];
+            row.chunks_exact(size)
+                .zip(x.chunks_exact(QK_K))
+                .map(|(b, x)| {
+                    decode_row(ty, b, &mut w);
+                    super::ops::dot(&w, x)
+                })
+                .sum()
+        }
         TensorType::F16 | TensorType::F32 => {
             let mut w = vec![0f32; x.len()];
             decode_row(ty, row, &mut w);
