@@ -34,7 +34,7 @@ const ATOL: f32 = 1e-6;
 
 fn input_of(model: &str) -> PathBuf {
     let dir = common::fixtures().join(model);
-    if model.ends_with("gguf") {
+    if model.contains("gguf") {
         dir.join("model.gguf")
     } else {
         dir
@@ -1168,12 +1168,13 @@ fn cli_split_reports_output_and_errors() {
 }
 
 /// `(model folder, --weights mode)` pairs make_fixtures.py writes a `weights/MODEL-MODE` reference for.
-const WEIGHTS_CASES: [(&str, &str); 5] = [
+const WEIGHTS_CASES: [(&str, &str); 6] = [
     ("llama-hf", "q8_0"),
     ("llama-hf", "q4_0"),
     ("llama-hf", "q4_1"),
     ("llama-gguf", "keep"),
     ("llama-gguf", "q4_1"),
+    ("llama-gguf-k", "keep"),
 ];
 
 /// Every tensor of every shard written with `--weights MODE` is, byte for byte, what the
