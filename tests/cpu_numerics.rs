@@ -18,7 +18,7 @@ const MODELS: [&str; 3] = ["gpt2-hf", "llama-hf", "llama-gguf"];
 
 fn input_of(model: &str) -> std::path::PathBuf {
     let dir = common::fixtures().join(model);
-    if model.ends_with("gguf") {
+    if model.contains("gguf") {
         dir.join("model.gguf")
     } else {
         dir
@@ -170,12 +170,13 @@ fn greedy_continuation_matches_reference() {
 }
 
 /// `(model folder, --weights mode)` pairs with a `weights/MODEL-MODE` reference from make_fixtures.py.
-const WEIGHTS_CASES: [(&str, &str); 5] = [
+const WEIGHTS_CASES: [(&str, &str); 6] = [
     ("llama-hf", "q8_0"),
     ("llama-hf", "q4_0"),
     ("llama-hf", "q4_1"),
     ("llama-gguf", "keep"),
     ("llama-gguf", "q4_1"),
+    ("llama-gguf-k", "keep"),
 ];
 
 /// Logits of the block-weight runs agree to this: both sides hold exactly the same weights
@@ -190,8 +191,8 @@ const BLOCK_TOL: f32 = 1e-4;
 #[test]
 fn block_weights_match_the_dequantized_reference() {
     for (model, mode) in WEIGHTS_CASES {
-        let tokens = common::reference(&common::fixtures().join(model)).tokens;
         let reference = common::weights_reference(model, mode);
+        let tokens = reference.tokens.clone();
         let tmp = tempfile::tempdir().unwrap();
         for n in [1, 3] {
             let at = format!("{model} --weights {mode}, {n} shards");

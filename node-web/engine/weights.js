@@ -6,7 +6,7 @@ import { take } from './safetensors.js';
 
 /**
  * Refuses a shard whose manifest lists a tensor stored in a GGML block type (q8_0, q4_0,
- * q4_1: manifest version 2): the browser's kernels read f16 only for now. The message names
+ * q4_1, q4_k, q6_k: manifest version 2): the browser's kernels read f16 only for now. The message names
  * the tensor and its type; the node reports it as the shard's load failure.
  */
 export function checkTensorTypes(info) {

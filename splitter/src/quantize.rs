@@ -29,6 +29,11 @@ pub fn quantize(ty: TensorType, x: &[f32], out: &mut Vec<u8>) -> Result<(), Stri
         TensorType::Q8_0 => x.chunks_exact(32).for_each(|b| block_q8_0(b, out)),
         TensorType::Q4_0 => x.chunks_exact(32).for_each(|b| block_q4_0(b, out)),
         TensorType::Q4_1 => x.chunks_exact(32).for_each(|b| block_q4_1(b, out)),
+        TensorType::Q4_K | TensorType::Q6_K => {
+            return Err(format!(
+                "Synapse does not quantize to {ty}; it only keeps {ty} blocks from a GGUF"
+            ));
+        }
     }
     Ok(())
 }

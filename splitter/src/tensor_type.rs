@@ -3,15 +3,16 @@
 //! `f32` and `f16` tensors are plain safetensors tensors of their logical shape. A block type
 //! (`q8_0`, `q4_0`, `q4_1`) is stored as a safetensors `U8` tensor of shape
 //! `[rows, bytes per row]` whose bytes are GGML blocks exactly as ggml lays them out
-//! (ggml-common.h): each row of the logical `[rows, cols]` matrix is `cols / 32` consecutive
-//! blocks, so a row never shares a block with the next. Adding a type (Q4_K, Q6_K: 256-element
-//! super-blocks) is one variant here plus its decoder and kernel.
+//! (ggml-common.h): each row of the logical `[rows, cols]` matrix is `cols / block` consecutive
+//! blocks (32 weights; 256 for the K-quants `q4_k`, `q6_k`), so a row never shares a block with
+//! the next. Adding a type is one variant here plus its decoder and kernel in the CPU engine.
 
 use serde::{Deserialize, Serialize};
 
 use crate::quant::GgmlType;
 
 /// How a tensor's values are stored in a shard file.
+#[allow(non_camel_case_types)] // ggml's names
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TensorType {
     #[serde(rename = "f32")]
@@ -27,17 +28,29 @@ pub enum TensorType {
     /// 32 weights in 20 bytes: f16 scale, f16 minimum, 32 × 4-bit.
     #[serde(rename = "q4_1")]
     Q4_1,
+    /// 256 weights in 144 bytes: f16 scale and min, eight 6-bit sub-scales and mins, 4-bit.
+    /// Kept from a GGUF only (Synapse does not quantize to it).
+    #[serde(rename = "q4_k")]
+    Q4_K,
+    /// 256 weights in 210 bytes: 6-bit values, sixteen i8 sub-scales, f16 scale. Kept only.
+    #[serde(rename = "q6_k")]
+    Q6_K,
 }
 
 impl TensorType {
-    /// Every storage type, in order of increasing size per weight for the block types.
-    pub const ALL: [TensorType; 5] = [
+    /// Every storage type, in order of decreasing size per weight.
+    pub const ALL: [TensorType; 7] = [
         TensorType::F32,
         TensorType::F16,
         TensorType::Q8_0,
+        TensorType::Q6_K,
         TensorType::Q4_1,
+        TensorType::Q4_K,
         TensorType::Q4_0,
     ];
+
+    /// The block types `synapse split --weights` can quantize f16/f32 values into.
+    pub const QUANTIZABLE: [TensorType; 3] = [TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1];
 
     /// The manifest's name, e.g. `q4_1`.
     pub fn name(self) -> &'static str {
@@ -47,6 +60,8 @@ impl TensorType {
             TensorType::Q8_0 => "q8_0",
             TensorType::Q4_0 => "q4_0",
             TensorType::Q4_1 => "q4_1",
+            TensorType::Q4_K => "q4_k",
+            TensorType::Q6_K => "q6_k",
         }
     }
 
@@ -65,6 +80,8 @@ impl TensorType {
             TensorType::Q8_0 => GgmlType::Q8_0,
             TensorType::Q4_0 => GgmlType::Q4_0,
             TensorType::Q4_1 => GgmlType::Q4_1,
+            TensorType::Q4_K => GgmlType::Q4_K,
+            TensorType::Q6_K => GgmlType::Q6_K,
         }
     }
 
@@ -150,7 +167,7 @@ mod tests {
             assert_eq!(TensorType::parse(&t.name().to_uppercase()), Some(t));
             assert_eq!(TensorType::from_ggml(t.ggml()), Some(t));
         }
-        assert_eq!(TensorType::parse("q4_k"), None);
+        assert_eq!(TensorType::parse("q5_k"), None);
     }
 
     #[test]
@@ -159,6 +176,11 @@ mod tests {
         assert_eq!(t.stored_shape(&[3, 64]), vec![3, 40]);
         assert_eq!(t.bytes_for(&[3, 64]), 120);
         assert!(t.check_shape(&[3, 48]).unwrap_err().contains("48"));
+        assert_eq!(TensorType::Q6_K.stored_shape(&[2, 512]), vec![2, 420]);
+        assert!(
+            TensorType::Q4_K.check_shape(&[2, 64]).is_err(),
+            "K-quant rows are 256s"
+        );
         assert!(t.check_shape(&[64]).is_err());
         assert_eq!(TensorType::F16.stored_shape(&[64]), vec![64]);
         assert_eq!(TensorType::F16.bytes_for(&[3, 5]), 30);

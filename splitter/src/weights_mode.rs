@@ -2,8 +2,9 @@
 //! when the source's type could not be kept.
 //!
 //! Vectors (norms, biases) are always f16. Matrices follow the mode:
-//! - `keep`: a GGUF tensor of a kept type (F32, F16, Q8_0, Q4_0, Q4_1) is copied block for
-//!   block; another type is converted to the nearest kept one ([`nearest_kept`]) and noted. A
+//! - `keep`: a GGUF tensor of a kept type (F32, F16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) is copied
+//!   block for block; another type is converted to the nearest kept one ([`nearest_kept`]) and
+//!   noted (also a K-quant whose rows are not whole 256-weight super-blocks). A
 //!   Hugging Face folder has no blocks to keep, so its matrices are f16.
 //! - `f16`: every matrix is f16 (the engines' native type).
 //! - `q8_0`, `q4_0`, `q4_1`: every matrix is quantized with ggml's reference rounding, except
@@ -38,7 +39,7 @@ impl WeightsMode {
             "keep" => Ok(WeightsMode::Keep),
             "f16" => Ok(WeightsMode::F16),
             other => match TensorType::parse(other) {
-                Some(t) if t.is_block() => Ok(WeightsMode::Quantize(t)),
+                Some(t) if TensorType::QUANTIZABLE.contains(&t) => Ok(WeightsMode::Quantize(t)),
                 _ => Err(SplitError::Invalid(format!(
                     "unknown --weights `{s}`: choose one of {}",
                     Self::NAMES.join(", ")
@@ -237,7 +238,38 @@ mod tests {
             }
         );
         assert!(notes.lines()[0].starts_with("re-quantized 1 Q4_1 tensor to q8_0"));
-        assert!(WeightsMode::parse("q4_k").is_err());
+        assert!(
+            WeightsMode::parse("q4_k").is_err(),
+            "K-quants are kept, not made"
+        );
+        let c = choose(
+            WeightsMode::Keep,
+            "k",
+            &[4, 256],
+            Some(GgmlType::Q4_K),
+            &mut notes,
+        );
+        assert_eq!(
+            c.unwrap(),
+            Choice {
+                ty: TensorType::Q4_K,
+                copy: true
+            }
+        );
+        let c = choose(
+            WeightsMode::Keep,
+            "k",
+            &[4, 64],
+            Some(GgmlType::Q6_K),
+            &mut notes,
+        );
+        assert_eq!(
+            c.unwrap(),
+            Choice {
+                ty: TensorType::Q8_0,
+                copy: false
+            }
+        );
         assert!(WeightsMode::parse("f32").is_err());
     }
 }

@@ -17,8 +17,8 @@ pub struct Args {
     /// Replace OUT if it already exists.
     #[arg(long)]
     force: bool,
-    /// Storage of the weight matrices: `keep` copies a GGUF's Q8_0/Q4_0/Q4_1/F16/F32 blocks as
-    /// they are (other types become the nearest of these, and split says so); `f16` converts
+    /// Storage of the weight matrices: `keep` copies a GGUF's Q8_0/Q4_0/Q4_1/Q4_K/Q6_K/F16/F32
+    /// blocks as they are (other types become the nearest of these, and split says so); `f16` converts
     /// every matrix to f16; `q8_0`, `q4_0`, `q4_1` quantize with ggml's reference rounding.
     /// Norms and biases are f16 in every mode. f16 is the default while only the CPU engine
     /// computes on blocks (the GPU engine expands them to f16 at load; the browser refuses them).

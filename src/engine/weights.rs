@@ -1,7 +1,8 @@
 //! Reads one shard file (safetensors) into memory and hands out its tensors by name, with
 //! their logical shapes and storage types checked against the manifest.
 //!
-//! f16 and f32 tensors are held as values; block tensors (`q8_0`, `q4_0`, `q4_1`) are held as
+//! f16 and f32 tensors are held as values; block tensors (`q8_0`, `q4_0`, `q4_1`, `q4_k`,
+//! `q6_k`) are held as
 //! the GGML blocks the file carries ([`Stored::Blocks`]). The CPU engine computes on those
 //! directly ([`ShardTensors::take_matrix`]); [`ShardTensors::take`] expands any tensor to f16,
 //! which is how the GPU engine loads block tensors until it has kernels for them.

@@ -230,9 +230,14 @@ impl ModelShape {
         })
     }
 
-    /// The shapes of a split model directory. Its shards are f16 (the manifest's dtype).
+    /// The shapes of a split model directory, priced as the manifest's summary type (`dtype`):
+    /// a K-quant summary is priced as the Q4_K_M mix, f32 as f16 (the simulator has no f32).
     pub fn from_manifest(m: &Manifest) -> Result<ModelShape, SimError> {
-        let weights = WeightType::parse(&m.dtype)?;
+        let weights = match m.dtype.as_str() {
+            "q4_k" | "q6_k" => WeightType::Q4KM,
+            "f32" => WeightType::F16,
+            other => WeightType::parse(other)?,
+        };
         Ok(ModelShape {
             name: m.source.name.clone(),
             arch: m.architecture,

@@ -12,8 +12,8 @@ use std::process::Command;
 
 /// Directory of the synthetic checkpoints and their numpy references, generating it on first use.
 pub fn fixtures() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("synthetic-fixtures-v3");
-    if !dir.join("weights").join("llama-gguf-q4_1.json").exists() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("synthetic-fixtures-v4");
+    if !dir.join("weights").join("llama-gguf-k-keep.json").exists() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_fixtures.py");
         let out = Command::new("python3")
             .arg(&script)
@@ -124,6 +124,8 @@ pub fn split_weights(input: &Path, parent: &Path, n: usize, mode: &str) -> (Path
 /// `weights/MODEL-MODE.json`.
 #[derive(Debug, serde::Deserialize)]
 pub struct WeightsReference {
+    /// The prompt's ids.
+    pub tokens: Vec<u32>,
     /// Storage type of every canonical tensor.
     pub types: std::collections::BTreeMap<String, String>,
     /// `(T, V)` logits of the prefill, computed on exactly those weights.

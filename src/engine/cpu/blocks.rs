@@ -1,6 +1,7 @@
-//! GGML block kernels of the CPU engine: decoding one row of Q8_0/Q4_0/Q4_1 blocks, and the dot
-//! product of such a row with an f32 vector that decodes each 32-value block in registers and
-//! never writes the decoded weights anywhere.
+//! GGML block kernels of the CPU engine: decoding one row of Q8_0/Q4_0/Q4_1 blocks (and Q4_K,
+//! Q6_K super-blocks, see [`kquants`]), and the dot product of such a row with an f32 vector
+//! that decodes each 32-value block in registers and never writes the decoded weights anywhere
+//! (K-quants: one 256-value super-block at a time through a stack buffer).
 //!
 //! Layouts (ggml-common.h), all little-endian:
 //! - Q8_0, 34 bytes: f16 `d`, 32 × i8 `q`; `w = q * d`.
@@ -9,12 +10,14 @@
 //! - Q4_1, 20 bytes: f16 `d`, f16 `m`, nibbles as Q4_0; `w = q * d + m`.
 //!
 //! The dot products accumulate in f32 over eight lanes per block, written so the compiler can
-//! vectorise them; on x86-64 with AVX2 and FMA the same code is compiled a second time with
-//! those features enabled and chosen at run time ([`dot_row`]). Row lengths are validated when
+//! vectorise them; on x86-64 with AVX2, FMA and F16C, intrinsics kernels are chosen at run
+//! time ([`dot_row`], [`has_avx2`]). Row lengths are validated when
 //! the shard loads (whole blocks), so the kernels only walk `chunks_exact`.
 
 use half::f16;
 use splitter::TensorType;
+
+use super::kquants::{self, QK_K};
 
 /// Elements per block of every type here.
 pub const BLOCK: usize = 32;
@@ -54,6 +57,16 @@ pub fn decode_row(ty: TensorType, bytes: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        TensorType::Q4_K => {
+            for (b, y) in bytes.chunks_exact(144).zip(out.chunks_exact_mut(QK_K)) {
+                kquants::decode_q4_k(b, y);
+            }
+        }
+        TensorType::Q6_K => {
+            for (b, y) in bytes.chunks_exact(210).zip(out.chunks_exact_mut(QK_K)) {
+                kquants::decode_q6_k(b, y);
+            }
+        }
         TensorType::Q4_1 => {
             for (b, y) in bytes.chunks_exact(20).zip(out.chunks_exact_mut(BLOCK)) {
                 let (d, m) = (f16_at(b, 0), f16_at(b, 2));
@@ -66,29 +79,47 @@ pub fn decode_row(ty: TensorType, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// `sum_j w[j] * x[j]` for one row of blocks of `ty` (Q8_0, Q4_0 or Q4_1) and `x` of the
-/// row's length.
-pub fn dot_row(ty: TensorType, row: &[u8], x: &[f32]) -> f32 {
+/// The sum of each 32-value block of `x`: Q4_0 and Q4_1 rows use them for their offset term
+/// (`w = q d + m` gives `d (q · x) + m sum(x)`), the same for every row of a product.
+pub fn block_sums(x: &[f32]) -> Vec<f32> {
+    x.chunks_exact(BLOCK).map(|c| c.iter().sum()).collect()
+}
+
+/// Whether this CPU runs the AVX2/FMA/F16C kernels.
+pub fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features `dot_row_avx2` is compiled for.
-            return unsafe { dot_row_avx2(ty, row, x) };
-        }
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
-    dot_row_portable(ty, row, x)
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `sum_j w[j] * x[j]` for one row of blocks of `ty` (Q8_0, Q4_0 or Q4_1) and `x` of the
+/// row's length; `sums` is [`block_sums`] of `x`. `avx2` is [`has_avx2`] (asked once per
+/// product, not per row).
+pub fn dot_row(ty: TensorType, row: &[u8], x: &[f32], sums: &[f32], avx2: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` says the CPU has the features `dot_row_avx2` is compiled for.
+        return unsafe { dot_row_avx2(ty, row, x, sums) };
+    }
+    let _ = avx2;
+    dot_row_portable(ty, row, x, sums)
 }
 
 /// [`dot_row_portable`]'s results with AVX2 and FMA intrinsics: eight lanes per register, one
 /// register of products per eight weights, the block's scale applied once per block.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_row_avx2(ty: TensorType, row: &[u8], x: &[f32]) -> f32 {
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_row_avx2(ty: TensorType, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
     match ty {
         TensorType::Q8_0 => avx2::q8_0(row, x),
-        TensorType::Q4_0 => avx2::q4(row, x, 2, false),
-        TensorType::Q4_1 => avx2::q4(row, x, 4, true),
-        TensorType::F16 | TensorType::F32 => dot_row_portable(ty, row, x),
+        TensorType::Q4_0 => avx2::q4(row, x, sums, 2, false),
+        TensorType::Q4_1 => avx2::q4(row, x, sums, 4, true),
+        _ => dot_row_portable(ty, row, x, sums),
     }
 }
 
@@ -96,7 +127,14 @@ fn dot_row_avx2(ty: TensorType, row: &[u8], x: &[f32]) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, f16_at};
+    use super::BLOCK;
+
+    /// The f16 at bytes 0-1 and 2-3 of `b` as f32 lanes 0 and 1 (F16C).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn halves(b: &[u8]) -> __m128 {
+        let bits = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+    }
 
     /// Sum of the eight lanes.
     #[target_feature(enable = "avx2,fma")]
@@ -108,7 +146,7 @@ mod avx2 {
     }
 
     /// Q8_0 row · x.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn q8_0(row: &[u8], x: &[f32]) -> f32 {
         let mut total = _mm256_setzero_ps();
         for (b, x) in row.chunks_exact(34).zip(x.chunks_exact(BLOCK)) {
@@ -129,19 +167,21 @@ mod avx2 {
                 let qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qi));
                 s = _mm256_fmadd_ps(qf, xv, s);
             }
-            total = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(q, 0)), s, total);
+            total = _mm256_fmadd_ps(_mm256_broadcastss_ps(halves(q)), s, total);
         }
         hsum(total)
     }
 
     /// Q4_0 (`min = false`: `w = (q - 8) d`, nibbles at byte 2) or Q4_1 (`min = true`:
-    /// `w = q d + m`, nibbles at byte 4) row · x, as `d (q · x) + (m or -8 d) sum(x)`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn q4(row: &[u8], x: &[f32], at: usize, min: bool) -> f32 {
+    /// `w = q d + m`, nibbles at byte 4) row · x, as `d (q · x) + (m or -8 d) sum(x)` with the
+    /// block sums of x given.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn q4(row: &[u8], x: &[f32], sums: &[f32], at: usize, min: bool) -> f32 {
         let size = at + 16;
         let mask = _mm_set1_epi8(0x0F);
-        let (mut tq, mut tm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for (b, x) in row.chunks_exact(size).zip(x.chunks_exact(BLOCK)) {
+        let mut tq = _mm256_setzero_ps();
+        let mut tm = 0f32;
+        for ((b, x), sx) in row.chunks_exact(size).zip(x.chunks_exact(BLOCK)).zip(sums) {
             let (q, x): (&[u8; 16], &[f32; 32]) = (
                 b[at..].try_into().expect("16 bytes of nibbles"),
                 x.try_into().expect("chunks_exact(32)"),
@@ -164,18 +204,21 @@ mod avx2 {
             s = _mm256_fmadd_ps(f(_mm_srli_si128(lo, 8)), x1, s);
             s = _mm256_fmadd_ps(f(hi), x2, s);
             s = _mm256_fmadd_ps(f(_mm_srli_si128(hi, 8)), x3, s);
-            let sx = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
-            let d = f16_at(b, 0);
-            let m = if min { f16_at(b, 2) } else { -8.0 * d };
-            tq = _mm256_fmadd_ps(_mm256_set1_ps(d), s, tq);
-            tm = _mm256_fmadd_ps(_mm256_set1_ps(m), sx, tm);
+            let dm = halves(b); // (d, m) for Q4_1; d and the first nibbles for Q4_0
+            let d = _mm_cvtss_f32(dm);
+            let m = if min {
+                _mm_cvtss_f32(_mm_movehdup_ps(dm))
+            } else {
+                -8.0 * d
+            };
+            tq = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), s, tq);
+            tm += m * sx;
         }
-        hsum(_mm256_add_ps(tq, tm))
+        hsum(tq) + tm
     }
 }
 
-#[inline(always)]
-fn dot_row_portable(ty: TensorType, row: &[u8], x: &[f32]) -> f32 {
+fn dot_row_portable(ty: TensorType, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
     match ty {
         TensorType::Q8_0 => row
             .chunks_exact(34)
@@ -185,19 +228,27 @@ fn dot_row_portable(ty: TensorType, row: &[u8], x: &[f32]) -> f32 {
         TensorType::Q4_0 => row
             .chunks_exact(18)
             .zip(x.chunks_exact(BLOCK))
-            .map(|(b, x)| {
-                let (qx, sx) = dot_q4(&b[2..18], x);
-                f16_at(b, 0) * (qx - 8.0 * sx)
-            })
+            .zip(sums)
+            .map(|((b, x), sx)| f16_at(b, 0) * (dot_q4(&b[2..18], x) - 8.0 * sx))
             .sum(),
         TensorType::Q4_1 => row
             .chunks_exact(20)
             .zip(x.chunks_exact(BLOCK))
-            .map(|(b, x)| {
-                let (qx, sx) = dot_q4(&b[4..20], x);
-                f16_at(b, 0) * qx + f16_at(b, 2) * sx
-            })
+            .zip(sums)
+            .map(|((b, x), sx)| f16_at(b, 0) * dot_q4(&b[4..20], x) + f16_at(b, 2) * sx)
             .sum(),
+        TensorType::Q4_K | TensorType::Q6_K => {
+            // One super-block at a time through a stack buffer.
+            let size = ty.block_bytes();
+            let mut w = [0f32; QK_K];
+            row.chunks_exact(size)
+                .zip(x.chunks_exact(QK_K))
+                .map(|(b, x)| {
+                    decode_row(ty, b, &mut w);
+                    super::ops::dot(&w, x)
+                })
+                .sum()
+        }
         TensorType::F16 | TensorType::F32 => {
             let mut w = vec![0f32; x.len()];
             decode_row(ty, row, &mut w);
@@ -218,11 +269,11 @@ fn dot_q8(q: &[u8], x: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// `(sum q[j] * x[j], sum x[j])` over one block of 32 nibbles (16 bytes: low nibbles are
-/// elements 0-15, high nibbles 16-31), eight lanes.
+/// `sum q[j] * x[j]` over one block of 32 nibbles (16 bytes: low nibbles are elements 0-15,
+/// high nibbles 16-31), eight lanes.
 #[inline(always)]
-fn dot_q4(q: &[u8], x: &[f32]) -> (f32, f32) {
-    let (mut acc, mut sum) = ([0f32; 8], [0f32; 8]);
+fn dot_q4(q: &[u8], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
     let (lo_x, hi_x) = x.split_at(16);
     for ((qc, lx), hx) in q
         .chunks_exact(8)
@@ -231,10 +282,9 @@ fn dot_q4(q: &[u8], x: &[f32]) -> (f32, f32) {
     {
         for l in 0..8 {
             acc[l] += f32::from(qc[l] & 0x0F) * lx[l] + f32::from(qc[l] >> 4) * hx[l];
-            sum[l] += lx[l] + hx[l];
         }
     }
-    (acc.iter().sum(), sum.iter().sum())
+    acc.iter().sum()
 }
 
 #[cfg(test)]
@@ -273,9 +323,10 @@ mod tests {
                 .zip(&x)
                 .map(|(a, b)| *a as f64 * *b as f64)
                 .sum();
+            let sums = block_sums(&x);
             for (name, d) in [
-                ("dispatch", dot_row(ty, &q, &x)),
-                ("portable", dot_row_portable(ty, &q, &x)),
+                ("dispatch", dot_row(ty, &q, &x, &sums, has_avx2())),
+                ("portable", dot_row(ty, &q, &x, &sums, false)),
             ] {
                 let err = (d as f64 - want).abs();
                 assert!(err < 1e-4, "{ty} {name}: dot {d} vs {want} (error {err:e})");

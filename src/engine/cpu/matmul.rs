@@ -29,6 +29,13 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: u
     };
     let rb = ty.row_bytes(k);
     assert_eq!(bytes.len(), n * rb, "weight is not (N, K) of {ty}");
+    // Block sums of x for the Q4 offset terms, used by the one-token path: (K / 32).
+    let sums = if t == 1 {
+        blocks::block_sums(x)
+    } else {
+        Vec::new()
+    };
+    let avx2 = blocks::has_avx2();
     // One task's results: (rows, T).
     let parts: Vec<Vec<f32>> = bytes
         .par_chunks(ROWS_PER_TASK * rb)
@@ -37,7 +44,7 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: u
             let mut acc = vec![0f32; nrows * t]; // (rows, T)
             if t == 1 && ty.is_block() {
                 for (r, row) in rows.chunks_exact(rb).enumerate() {
-                    acc[r] = blocks::dot_row(ty, row, x);
+                    acc[r] = blocks::dot_row(ty, row, x, &sums, avx2);
                 }
             } else {
                 let mut wrow = vec![0f32; k]; // (K)
@@ -132,6 +139,72 @@ mod tests {
                 assert!(
                     e < 1e-4,
                     "{ty} T={t}: max error {e:e} at token {}, row {}",
+                    at / n,
+                    at % n
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod kquant_tests {
+    use super::*;
+    use splitter::TensorType;
+
+    /// Deterministic super-blocks with small finite f16 scales at `halves`.
+    fn blocks(n: usize, size: usize, halves: &[usize]) -> Vec<u8> {
+        let mut s = 7u32;
+        let mut out: Vec<u8> = (0..n * size)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (s >> 24) as u8
+            })
+            .collect();
+        for (i, b) in out.chunks_exact_mut(size).enumerate() {
+            for &at in halves {
+                let v = f16::from_f32(0.002 + 0.0005 * (i % 7) as f32);
+                b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn k_quant_products_match_the_dequantized_reference() {
+        let (n, k) = (40, 512);
+        for (ty, halves) in [
+            (TensorType::Q4_K, &[0usize, 2][..]),
+            (TensorType::Q6_K, &[208][..]),
+        ] {
+            let bytes = blocks(n * k / 256, ty.block_bytes(), halves);
+            let mut deq = vec![0f32; n * k];
+            splitter::quant::dequantize(ty.ggml(), &bytes, &mut deq).unwrap();
+            let m = Matrix {
+                rows: n,
+                cols: k,
+                data: Stored::Blocks { ty, bytes },
+            };
+            for t in [1, 3] {
+                let x: Vec<f32> = (0..t * k)
+                    .map(|i| ((i * 31 % 97) as f32 - 48.0) / 40.0)
+                    .collect();
+                let mut got = vec![0f32; t * n];
+                matmul(&mut got, &x, &m, None, t);
+                let (mut worst, mut at) = (0f32, 0);
+                for (i, g) in got.iter().enumerate() {
+                    let (ti, r) = (i / n, i % n);
+                    let want: f64 = (0..k)
+                        .map(|j| deq[r * k + j] as f64 * x[ti * k + j] as f64)
+                        .sum();
+                    let e = (*g as f64 - want).abs() as f32;
+                    if e > worst {
+                        (worst, at) = (e, i);
+                    }
+                }
+                assert!(
+                    worst < 1e-3,
+                    "{ty} T={t}: max error {worst:e} at token {}, row {}",
                     at / n,
                     at % n
                 );

@@ -5,6 +5,7 @@
 
 pub mod blocks;
 pub mod gpt2;
+pub mod kquants;
 pub mod kv;
 pub mod llama;
 pub mod matmul;

@@ -2,7 +2,7 @@
 //! are stacked into one `(q_dim + 2 kv_dim, C)` matrix and gate/up into one `(2F, C)`, so each
 //! takes one matrix product (GPT-2's checkpoint already fuses q/k/v as `c_attn`).
 //!
-//! Block tensors (q8_0, q4_0, q4_1) are expanded to f16 as they load ([`ShardTensors::take`]):
+//! Block tensors (q8_0, q4_0, q4_1, q4_k, q6_k) are expanded to f16 as they load ([`ShardTensors::take`]):
 //! an interim until the shaders compute on blocks, so a quantized shard costs the GPU as much
 //! memory as an f16 one (`memory()` reports what is really held).
 
