@@ -169,16 +169,6 @@ fn greedy_continuation_matches_reference() {
     }
 }
 
-/// `(model folder, --weights mode)` pairs with a `weights/MODEL-MODE` reference from make_fixtures.py.
-const WEIGHTS_CASES: [(&str, &str); 6] = [
-    ("llama-hf", "q8_0"),
-    ("llama-hf", "q4_0"),
-    ("llama-hf", "q4_1"),
-    ("llama-gguf", "keep"),
-    ("llama-gguf", "q4_1"),
-    ("llama-gguf-k", "keep"),
-];
-
 /// Logits of the block-weight runs agree to this: both sides hold exactly the same weights
 /// (the numpy side dequantized, the engine decoding in its inner loop), so only f32 summation
 /// order differs (about 1e-5 measured).
@@ -190,7 +180,7 @@ const BLOCK_TOL: f32 = 1e-4;
 /// decoded one token at a time is identical, for one and three shards.
 #[test]
 fn block_weights_match_the_dequantized_reference() {
-    for (model, mode) in WEIGHTS_CASES {
+    for (model, mode) in common::WEIGHTS_CASES {
         let reference = common::weights_reference(model, mode);
         let tokens = reference.tokens.clone();
         let tmp = tempfile::tempdir().unwrap();

@@ -1167,22 +1167,12 @@ fn cli_split_reports_output_and_errors() {
     assert_eq!(top, want, "leftovers");
 }
 
-/// `(model folder, --weights mode)` pairs make_fixtures.py writes a `weights/MODEL-MODE` reference for.
-const WEIGHTS_CASES: [(&str, &str); 6] = [
-    ("llama-hf", "q8_0"),
-    ("llama-hf", "q4_0"),
-    ("llama-hf", "q4_1"),
-    ("llama-gguf", "keep"),
-    ("llama-gguf", "q4_1"),
-    ("llama-gguf-k", "keep"),
-];
-
 /// Every tensor of every shard written with `--weights MODE` is, byte for byte, what the
 /// independent reference (gguf-py's `quantize`, or the GGUF's own blocks with rows
 /// un-permuted) holds, with the type and stored shape the manifest records.
 #[test]
 fn weights_modes_write_the_reference_bytes() {
-    for (model, mode) in WEIGHTS_CASES {
+    for (model, mode) in common::WEIGHTS_CASES {
         let reference = common::weights_reference(model, mode);
         let ref_bytes =
             std::fs::read(common::weights_reference_path(model, mode, "safetensors")).unwrap();

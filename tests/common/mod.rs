@@ -146,3 +146,14 @@ pub fn weights_reference_path(model: &str, mode: &str, ext: &str) -> PathBuf {
         .join("weights")
         .join(format!("{model}-{mode}.{ext}"))
 }
+
+/// `(model folder, --weights mode)` pairs make_fixtures.py writes a `weights/MODEL-MODE`
+/// reference for (tests/splitter.rs checks the bytes, tests/cpu_numerics.rs the logits).
+pub const WEIGHTS_CASES: [(&str, &str); 6] = [
+    ("llama-hf", "q8_0"),
+    ("llama-hf", "q4_0"),
+    ("llama-hf", "q4_1"),
+    ("llama-gguf", "keep"),
+    ("llama-gguf", "q4_1"),
+    ("llama-gguf-k", "keep"),
+];

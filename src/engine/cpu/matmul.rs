@@ -58,15 +58,7 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: u
             acc
         })
         .collect();
-    for (p, acc) in parts.iter().enumerate() {
-        let n0 = p * ROWS_PER_TASK;
-        for r in 0..acc.len() / t {
-            let b = bias.map_or(0.0, |bb| bb[n0 + r].to_f32());
-            for ti in 0..t {
-                out[ti * n + n0 + r] = acc[r * t + ti] + b;
-            }
-        }
-    }
+    ops::scatter_rows(out, &parts, bias, t, n, ROWS_PER_TASK);
 }
 
 /// The little-endian bytes of f32 values (x86-64 and aarch64 are little-endian; the f32 path

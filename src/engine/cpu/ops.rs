@@ -33,12 +33,25 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f16], bias: Option<&[f16]>, t: us
             acc
         })
         .collect();
-    for (b, acc) in blocks.iter().enumerate() {
-        let n0 = b * ROWS_PER_TASK;
+    scatter_rows(out, &blocks, bias, t, n, ROWS_PER_TASK);
+}
+
+/// Writes per-task results `parts[p]` (rows, T), task `p` holding output features
+/// `p * rows_per_task..`, into `out` (T, N), adding each feature's bias.
+pub fn scatter_rows(
+    out: &mut [f32],
+    parts: &[Vec<f32>],
+    bias: Option<&[f16]>,
+    t: usize,
+    n: usize,
+    rows_per_task: usize,
+) {
+    for (p, acc) in parts.iter().enumerate() {
+        let n0 = p * rows_per_task;
         for r in 0..acc.len() / t {
-            let bias = bias.map_or(0.0, |bb| bb[n0 + r].to_f32());
+            let b = bias.map_or(0.0, |bb| bb[n0 + r].to_f32());
             for ti in 0..t {
-                out[ti * n + n0 + r] = acc[r * t + ti] + bias;
+                out[ti * n + n0 + r] = acc[r * t + ti] + b;
             }
         }
     }
