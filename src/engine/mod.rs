@@ -164,6 +164,10 @@ pub trait ShardExecutor: Send {
     fn close_session(&mut self, session: SessionId) -> Result<(), EngineError>;
     /// Tokens already in `session`'s cache, or `None` for an unknown session.
     fn session_len(&self, session: SessionId) -> Option<usize>;
+    /// Drops the cache of `session` beyond its first `len` tokens (rejected speculative
+    /// drafts, an audit's rollback), so the next step runs at position `len`. A `len` past
+    /// the cached length, or an unknown session, is an error.
+    fn truncate_session(&mut self, session: SessionId, len: usize) -> Result<(), EngineError>;
     /// Runs the shard's layers for tokens at positions `pos..pos + input.len()`, where `pos`
     /// must equal the session's cached length.
     fn step(
@@ -193,6 +197,39 @@ pub trait ShardExecutor: Send {
         }
         match self.step(session, pos, input, LogitsMode::Last)? {
             StepOutput::Logits(l) => Ok(top_k(&l.data, k)),
+            StepOutput::Hidden(_) => unreachable!("a shard with the head returns logits"),
+        }
+    }
+
+    /// Like [`step_top_k`](Self::step_top_k) for the last `rows` tokens of the step (a
+    /// speculative verification step needs a row for every drafted token): one list of `k`
+    /// pairs per row, the earliest row first. `rows` must be between 1 and the step's length.
+    /// The default computes every row's logits and selects on the CPU.
+    fn step_top_k_rows(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+        k: usize,
+        rows: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>, EngineError> {
+        let t = input.len();
+        if rows == 0 || rows > t {
+            return Err(EngineError::Shape(format!(
+                "asked for the logits of {rows} rows of a {t}-token step"
+            )));
+        }
+        if rows == 1 {
+            return Ok(vec![self.step_top_k(session, pos, input, k)?]);
+        }
+        if !self.shard().has_head {
+            return Err(EngineError::Shape(format!(
+                "shard {} has no output head",
+                self.shard().index
+            )));
+        }
+        match self.step(session, pos, input, LogitsMode::All)? {
+            StepOutput::Logits(l) => Ok((t - rows..t).map(|r| top_k(l.row(r), k)).collect()),
             StepOutput::Hidden(_) => unreachable!("a shard with the head returns logits"),
         }
     }
@@ -262,6 +299,26 @@ impl Int8Rows {
             data,
         }
     }
+}
+
+/// The check every engine's `truncate_session` makes: the session is open and holds at least
+/// `len` tokens.
+pub fn check_truncate(
+    session: SessionId,
+    cached: Option<usize>,
+    len: usize,
+) -> Result<(), EngineError> {
+    let have = cached.ok_or(EngineError::Session {
+        session,
+        what: "not open".into(),
+    })?;
+    if len > have {
+        return Err(EngineError::Session {
+            session,
+            what: format!("cannot truncate to {len} tokens: {have} are cached"),
+        });
+    }
+    Ok(())
 }
 
 /// The `k` largest of `logits` as `(id, logit)`, most likely first, ties to the lower id: the

@@ -230,6 +230,16 @@ impl ShardExecutor for CpuShard {
             .map(|caches| caches[0].k.len() / kv_dim)
     }
 
+    fn truncate_session(&mut self, session: SessionId, len: usize) -> Result<(), EngineError> {
+        crate::engine::check_truncate(session, self.session_len(session), len)?;
+        let kv_dim = self.cfg.n_kv_heads * self.cfg.head_dim;
+        for c in self.sessions.get_mut(&session).expect("checked") {
+            c.k.truncate(len * kv_dim);
+            c.v.truncate(len * kv_dim);
+        }
+        Ok(())
+    }
+
     fn step(
         &mut self,
         session: SessionId,

@@ -532,6 +532,14 @@ impl ShardExecutor for GpuShard {
         self.sessions.get(&session).map(|s| s.len)
     }
 
+    fn truncate_session(&mut self, session: SessionId, len: usize) -> Result<(), EngineError> {
+        crate::engine::check_truncate(session, self.session_len(session), len)?;
+        // The cache buffers keep their size; the next step's append overwrites from `len`, and
+        // attention reads only the first `len + t` rows.
+        self.sessions.get_mut(&session).expect("checked").len = len;
+        Ok(())
+    }
+
     fn step(
         &mut self,
         session: SessionId,
