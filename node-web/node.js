@@ -1,6 +1,6 @@
 // The browser node's protocol loop (mirrors src/node/mod.rs and worker.rs): hello, welcome,
 // load (download, verify, upload), unload, step (the next binary frame is its input; the reply
-// is one binary frame with the step id, or `step_failed`), close. Steps run one at a time, in
+// is one binary frame with the step id, or `step_failed`), close, truncate. Steps run one at a time, in
 // order. Reconnects with backoff when the connection drops; a lost GPU device ends the node.
 import * as syn1 from './syn1/index.js';
 import { fetchShard } from './engine/download.js';
@@ -114,6 +114,15 @@ export class BrowserNode {
           for (const s of this.shards.values()) s.closeSession(m.session);
         });
         break;
+      case 'truncate':
+        // Rejected speculative drafts (wire.rs Truncate): no reply; a shard that cannot is
+        // left alone and its next step fails with the position it expected.
+        this.enqueue(async () => {
+          for (const s of this.shards.values()) {
+            if (s.sessionLen(m.session) !== null && Number.isInteger(m.len) && m.len <= s.sessionLen(m.session)) s.truncateSession(m.session, m.len);
+          }
+        });
+        break;
       case 'step':
         if (this.pendingStep) throw new Error('two `step` messages without a frame between them');
         this.pendingStep = m;
@@ -224,8 +233,9 @@ export class BrowserNode {
         continue;
       }
       if (output.kind === 'top_k') {
-        const { top } = await ex.run(session, pos, cur, { topK: output.k });
-        return syn1.encodeTopLogits(top, { seqPos, requestId: step });
+        const rows = output.rows ?? 1;
+        const { top } = await ex.run(session, pos, cur, { topK: output.k, rows });
+        return syn1.encodeTopLogits(top, { seqPos, requestId: step, rows });
       }
       if (output.kind !== 'hidden') throw new Error(`unknown step output ${JSON.stringify(output).slice(0, 80)}`);
       if (output.encoding === 'int8') {

@@ -1,6 +1,8 @@
 //! `synapse bench --distributed`: decode speed through the real coordinator with 1, 2 and 3
 //! in-process CPU nodes on this machine, against the single-process engine, and the latency each
-//! relayed hop adds.
+//! relayed hop adds; each setup runs a free-prose and a repeat-this-paragraph prompt with and
+//! without speculative decoding, and says whether both gave the same ids. `--net-delay-ms`
+//! adds a simulated network delay at every node.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,22 +31,56 @@ pub struct DistributedResult {
     pub nodes: usize,
     /// Network hops per token (nodes actually holding shards).
     pub hops: usize,
+    /// Which prompt: `prose` (free continuation) or `repeat` (asked to repeat a paragraph).
+    pub task: &'static str,
+    /// Speculative decoding on for this run.
+    pub speculate: bool,
     pub decode_tokens_per_second: f64,
     /// Decode speed relative to the single-process engine.
     pub relative_to_local: f64,
+    /// Decode speed relative to the same setup and task without speculation (1 for those).
+    pub relative_to_plain: f64,
     /// Extra time per token over the single-process engine, divided by the hops.
     pub added_ms_per_hop: f64,
-    /// Mean time the coordinator waited for one hop (send, compute, reply).
+    /// Mean time the coordinator waited for one single-token hop (send, compute, reply).
     pub mean_hop_ms: f64,
+    /// Draft tokens sent and kept.
+    pub drafted: usize,
+    pub accepted: usize,
+    /// The generated ids equal those of the same setup and task without speculation.
+    pub same_ids_as_plain: bool,
 }
 
-const PROMPT: &str = "The history of the printing press begins";
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct DistributedBench {
+    /// Node counts, each a fresh cluster.
+    pub node_counts: Vec<usize>,
+    pub gen_tokens: usize,
+    /// Simulated network delay each way, at every node.
+    pub net_delay: Duration,
+    /// Also run each task with speculative decoding and compare.
+    pub speculate: bool,
+}
 
-/// Runs the benchmark for each node count in `node_counts` on the model in `dir`.
-pub fn run(dir: &Path, node_counts: &[usize], gen_tokens: usize) -> Result<Vec<DistributedResult>> {
+const PROSE: &str = "The history of the printing press begins";
+const REPEAT: &str = "Repeat the paragraph below exactly, twice.\n\nParagraph: The printing press \
+was invented by Johannes Gutenberg around 1440 in Mainz. It made books cheap and quick to \
+produce, and within fifty years printing shops had opened in more than two hundred cities \
+across Europe, spreading literacy and new ideas.\n\nFirst copy: The printing press was \
+invented by Johannes Gutenberg around 1440 in Mainz. It made books cheap and quick to \
+produce, and within fifty years printing shops had opened in more than two hundred cities \
+across Europe, spreading literacy and new ideas.\n\nSecond copy:";
+
+/// The prompts, by task name.
+pub const TASKS: [(&str, &str); 2] = [("prose", PROSE), ("repeat", REPEAT)];
+
+/// Runs the benchmark on the model in `dir`.
+pub fn run(dir: &Path, bench: &DistributedBench) -> Result<Vec<DistributedResult>> {
     let model = ModelDir::open(dir)?;
     let tok = model.tokenizer()?;
-    let ids = tok.encode(PROMPT)?;
+    let ids = tok.encode(PROSE)?;
+    let gen_tokens = bench.gen_tokens;
     // Single process: the reference speed.
     let mut pipe = model.cpu_pipeline()?;
     let g = crate::generate::generate(
@@ -62,22 +98,33 @@ pub fn run(dir: &Path, node_counts: &[usize], gen_tokens: usize) -> Result<Vec<D
         setup: "local".into(),
         nodes: 0,
         hops: 0,
+        task: "prose",
+        speculate: false,
         decode_tokens_per_second: local_tps,
         relative_to_local: 1.0,
+        relative_to_plain: 1.0,
         added_ms_per_hop: 0.0,
         mean_hop_ms: 0.0,
+        drafted: 0,
+        accepted: 0,
+        same_ids_as_plain: true,
     }];
     let rt = tokio::runtime::Runtime::new()?;
-    for &n in node_counts {
+    for &n in &bench.node_counts {
         let r = rt
-            .block_on(one(dir, n, gen_tokens, local_tps))
+            .block_on(one(dir, n, bench, local_tps))
             .with_context(|| format!("{n} nodes"))?;
-        out.push(r);
+        out.extend(r);
     }
     Ok(out)
 }
 
-async fn one(dir: &Path, n: usize, gen_tokens: usize, local_tps: f64) -> Result<DistributedResult> {
+async fn one(
+    dir: &Path,
+    n: usize,
+    bench: &DistributedBench,
+    local_tps: f64,
+) -> Result<Vec<DistributedResult>> {
     // The coordinator's default activation encoding.
     let coord = Coordinator::new(CoordinatorConfig::new(dir.to_path_buf(), "bench".into()))?;
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -109,16 +156,55 @@ async fn one(dir: &Path, n: usize, gen_tokens: usize, local_tps: f64) -> Result<
             gflops: 1.0,
             stats: Default::default(),
             remeasure: None,
+            net_delay: bench.net_delay,
         };
         tokio::spawn(crate::node::run(cfg, stop.clone()));
     }
-    // Wait for every node to hold shards (or all shards to be placed when there are fewer).
+    let hops = wait_placed(&coord, n).await?;
+    let setup = format!("{n} node{}", if n == 1 { "" } else { "s" });
+    let mut out = Vec::new();
+    for (task, prompt) in TASKS {
+        let plain = generation(&coord, prompt, bench.gen_tokens, false).await?;
+        let mut runs = vec![(false, plain.clone())];
+        if bench.speculate {
+            runs.push((
+                true,
+                generation(&coord, prompt, bench.gen_tokens, true).await?,
+            ));
+        }
+        for (speculate, g) in runs {
+            let per_token_ms = 1000.0 / g.tps;
+            out.push(DistributedResult {
+                setup: setup.clone(),
+                nodes: n,
+                hops,
+                task,
+                speculate,
+                decode_tokens_per_second: g.tps,
+                relative_to_local: g.tps / local_tps,
+                relative_to_plain: g.tps / plain.tps,
+                added_ms_per_hop: (per_token_ms - 1000.0 / local_tps) / hops.max(1) as f64,
+                mean_hop_ms: g.mean_hop_ms,
+                drafted: g.drafted,
+                accepted: g.accepted,
+                same_ids_as_plain: g.ids == plain.ids,
+            });
+        }
+    }
+    let _ = stop_nodes.send(true);
+    let _ = stop_server.send(());
+    Ok(out)
+}
+
+/// Waits for every node to hold shards (or all shards to be placed when there are fewer);
+/// returns the hops a token makes.
+async fn wait_placed(coord: &Coordinator, n: usize) -> Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let hops = loop {
+    loop {
         if Instant::now() > deadline {
             bail!("the pipeline did not become complete");
         }
-        let s = crate::coordinator::http::status_json(&coord);
+        let s = crate::coordinator::http::status_json(coord);
         let busy = s["nodes"].as_array().map_or(0, |a| {
             a.iter()
                 .filter(|x| x["shards"].as_array().is_some_and(|v| !v.is_empty()))
@@ -133,29 +219,56 @@ async fn one(dir: &Path, n: usize, gen_tokens: usize, local_tps: f64) -> Result<
             && s["nodes"].as_array().map_or(0, |a| a.len()) == n
             && busy == n.min(shards)
         {
-            break busy;
+            return Ok(busy);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+}
+
+/// One greedy generation's measurements.
+#[derive(Clone)]
+struct Run {
+    ids: Vec<u32>,
+    /// Tokens after the first over the time after the first.
+    tps: f64,
+    mean_hop_ms: f64,
+    drafted: usize,
+    accepted: usize,
+}
+
+async fn generation(
+    coord: &Coordinator,
+    prompt: &str,
+    max_tokens: usize,
+    speculate: bool,
+) -> Result<Run> {
     let mut events = coord.subscribe();
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let req = GenerateRequest {
-        prompt: PROMPT.into(),
-        max_tokens: gen_tokens,
+        prompt: prompt.into(),
+        max_tokens,
         sampling: SamplingParams::default(),
+        speculate: Some(speculate),
     };
     let c2 = coord.clone();
     tokio::spawn(async move { c2.generate(req, tx).await });
     let mut first_token: Option<Instant> = None;
     let mut last_token = Instant::now();
     let mut tokens = 0usize;
+    let mut done = None;
     while let Some(e) = rx.recv().await {
         match e {
-            GenerateEvent::Token { .. } => {
+            GenerateEvent::Token { id, .. } if id != u32::MAX => {
                 tokens += 1;
                 last_token = Instant::now();
                 first_token.get_or_insert(last_token);
             }
+            GenerateEvent::Done {
+                ids,
+                drafted,
+                accepted,
+                ..
+            } => done = Some((ids, drafted, accepted)),
             GenerateEvent::Error { message } | GenerateEvent::Unavailable { message, .. } => {
                 bail!(message)
             }
@@ -171,22 +284,16 @@ async fn one(dir: &Path, n: usize, gen_tokens: usize, local_tps: f64) -> Result<
             hop_micros.push(micros);
         }
     }
-    let _ = stop_nodes.send(true);
-    let _ = stop_server.send(());
+    let (ids, drafted, accepted) = done.context("the generation did not finish")?;
     let first = first_token.context("no token generated")?;
-    let tps = (tokens.saturating_sub(1)) as f64
-        / last_token.duration_since(first).as_secs_f64().max(1e-9);
-    let per_token_ms = 1000.0 / tps;
-    let local_ms = 1000.0 / local_tps;
-    Ok(DistributedResult {
-        setup: format!("{n} node{}", if n == 1 { "" } else { "s" }),
-        nodes: n,
-        hops,
-        decode_tokens_per_second: tps,
-        relative_to_local: tps / local_tps,
-        added_ms_per_hop: (per_token_ms - local_ms) / hops.max(1) as f64,
+    Ok(Run {
+        ids,
+        tps: (tokens.saturating_sub(1)) as f64
+            / last_token.duration_since(first).as_secs_f64().max(1e-9),
         mean_hop_ms: hop_micros.iter().sum::<u64>() as f64
             / hop_micros.len().max(1) as f64
             / 1000.0,
+        drafted,
+        accepted,
     })
 }

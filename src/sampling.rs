@@ -1,6 +1,12 @@
 //! Choosing the next token from logits: greedy, temperature, top-k, top-p and repetition
 //! penalty, with a seeded generator so a seed reproduces a run. It works on a candidate list
 //! `(id, logit)`, so the same code serves full logits and a shard's top-k.
+//!
+//! The random number behind the token at position `p` comes from `(seed, p)` alone (a ChaCha8
+//! stream per position), not from how many draws came before. So a seeded run gives the same
+//! tokens however it was computed: with speculative drafts (a drafted token is accepted when
+//! the target's own sample at that position equals it, which is exact speculative sampling
+//! for a draft that proposes one token with certainty), after a replay, or in a batch.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,17 +62,27 @@ impl SamplingParams {
     }
 }
 
-/// A sampler with its own random state.
+/// A sampler: the parameters and the seed of its per-position random numbers.
 pub struct Sampler {
     params: SamplingParams,
-    rng: ChaCha8Rng,
 }
 
 impl Sampler {
     /// A sampler seeded from `params.seed`.
     pub fn new(params: SamplingParams) -> Self {
-        let rng = ChaCha8Rng::seed_from_u64(params.seed);
-        Sampler { params, rng }
+        Sampler { params }
+    }
+
+    /// The sampling parameters.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// The uniform number in [0, 1) that decides the token at `position`.
+    fn uniform(&self, position: usize) -> f32 {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.params.seed);
+        rng.set_stream(position as u64);
+        rng.random::<f32>()
     }
 
     /// Picks a token from full logits (index = id).
@@ -79,8 +95,9 @@ impl Sampler {
         self.sample(&mut cands, history)
     }
 
-    /// Picks a token from candidates `(id, logit)`; `history` is the prompt and output so far.
-    /// Panics on an empty candidate list (a caller bug, never input).
+    /// Picks a token from candidates `(id, logit)`; `history` is the prompt and output so far,
+    /// and its length is the position of the token picked. Panics on an empty candidate list
+    /// (a caller bug, never input).
     pub fn sample(&mut self, cands: &mut [(u32, f32)], history: &[u32]) -> u32 {
         assert!(!cands.is_empty(), "no candidates to sample from");
         let p = &self.params;
@@ -124,7 +141,7 @@ impl Sampler {
             probs.truncate(keep);
         }
         let total: f32 = probs.iter().sum();
-        let mut r = self.rng.random::<f32>() * total;
+        let mut r = self.uniform(history.len()) * total;
         for (i, q) in probs.iter().enumerate() {
             r -= q;
             if r <= 0.0 {
@@ -167,8 +184,9 @@ mod tests {
             top_k: 1,
             ..params(1.0)
         });
-        for _ in 0..20 {
-            assert_eq!(s.sample_logits(&[0.0, 0.5, 0.4], &[]), 1);
+        let history = [3u32; 64];
+        for n in 0..20 {
+            assert_eq!(s.sample_logits(&[0.0, 0.5, 0.4], &history[..n]), 1);
         }
         let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
         let run = |seed| {
@@ -177,11 +195,42 @@ mod tests {
                 ..params(1.0)
             });
             (0..30)
-                .map(|_| s.sample_logits(&logits, &[]))
+                .map(|n| s.sample_logits(&logits, &history[..n]))
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn the_token_at_a_position_depends_on_the_seed_and_position_alone() {
+        let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
+        let history = [5u32; 40];
+        let mut a = Sampler::new(SamplingParams {
+            seed: 11,
+            ..params(1.0)
+        });
+        let forward: Vec<u32> = (0..40)
+            .map(|n| a.sample_logits(&logits, &history[..n]))
+            .collect();
+        // Drawn in another order (as a replay or a verification step would), the same tokens.
+        let mut b = Sampler::new(SamplingParams {
+            seed: 11,
+            ..params(1.0)
+        });
+        let backward: Vec<u32> = (0..40)
+            .rev()
+            .map(|n| b.sample_logits(&logits, &history[..n]))
+            .collect();
+        assert_eq!(forward, backward.into_iter().rev().collect::<Vec<_>>());
+        assert!(
+            forward
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 3,
+            "positions draw different numbers: {forward:?}"
+        );
     }
 
     #[test]
@@ -192,8 +241,9 @@ mod tests {
             seed: 3,
             ..params(1.0)
         });
-        for _ in 0..50 {
-            assert_eq!(s.sample_logits(&[1.0, 0.0, 3.0], &[]), 2);
+        let history = [0u32; 50];
+        for n in 0..50 {
+            assert_eq!(s.sample_logits(&[1.0, 0.0, 3.0], &history[..n]), 2);
         }
     }
 
@@ -204,8 +254,9 @@ mod tests {
             ..params(1.0)
         });
         let logits = [0.0f32, (3.0f32).ln()]; // p = 0.25 / 0.75
+        let history = vec![7u32; 4000];
         let ones = (0..4000)
-            .filter(|_| s.sample_logits(&logits, &[]) == 1)
+            .filter(|&n| s.sample_logits(&logits, &history[..n]) == 1)
             .count();
         let frac = ones as f32 / 4000.0;
         assert!(

@@ -44,6 +44,7 @@ fn node_config(url: String, name: &str, model: &std::path::Path, gflops: f64) ->
         cache_dir: model.join("unused-cache"),
         model_dir: Some(model.to_path_buf()),
         remeasure: None,
+        net_delay: std::time::Duration::ZERO,
         loader: Arc::new(|dir: &std::path::Path, m: &splitter::Manifest, i: usize| {
             Ok(Box::new(CpuShard::load(dir, m, i)?) as Box<dyn ShardExecutor>)
         }),

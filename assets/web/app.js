@@ -109,6 +109,7 @@ async function send(ev) {
     top_p: numberOf("top-p", 1),
     max_tokens: Math.max(1, Math.floor(numberOf("max-tokens", 128))),
     seed: Math.floor(numberOf("seed", 0)),
+    speculate: $("speculate").checked,
   };
   let url;
   if (chat) {
@@ -141,7 +142,9 @@ async function send(ev) {
       if (msg.error) throw new Error(msg.error.message);
       if (msg.usage) {
         const secs = (performance.now() - first) / 1000;
-        $("tps").textContent = `${msg.usage.completion_tokens} tokens, ${(msg.usage.completion_tokens / Math.max(secs, 1e-3)).toFixed(1)} tok/s`;
+        const d = msg.usage.completion_tokens_details || {};
+        const drafts = d.accepted_prediction_tokens ? `, ${d.accepted_prediction_tokens} from accepted drafts` : "";
+        $("tps").textContent = `${msg.usage.completion_tokens} tokens, ${(msg.usage.completion_tokens / Math.max(secs, 1e-3)).toFixed(1)} tok/s${drafts}`;
       }
       const c = msg.choices && msg.choices[0];
       if (!c) return;

@@ -66,6 +66,15 @@ export class BrowserShard {
     return this.sessions.get(id)?.len ?? null;
   }
 
+  /** Keeps the first `len` cached tokens (engine/mod.rs truncate_session). */
+  truncateSession(id, len) {
+    const s = this.sessions.get(id);
+    if (!s) throw new ShardError(`session ${id} is not open`);
+    if (!(Number.isInteger(len) && len >= 0 && len <= s.len)) throw new ShardError(`cannot truncate session ${id} to ${len} tokens: ${s.len} are cached`);
+    // The buffers keep their rows; the next step overwrites from `len`.
+    s.len = len;
+  }
+
   destroy() {
     for (const id of [...this.sessions.keys()]) this.closeSession(id);
   }
@@ -136,7 +145,8 @@ export class BrowserShard {
 
   /**
    * Runs one step. `input` is { tokens: Uint32Array } or { hidden: Float32Array (t x C) };
-   * `want` is 'hidden' | 'int8' | { topK: k }. Returns { hidden } | { q, scales } | { top }.
+   * `want` is 'hidden' | 'int8' | { topK: k, rows = 1 }. Returns { hidden } | { q, scales } |
+   * { top } (rows x k entries, the earliest of the step's last `rows` positions first).
    */
   async run(session, pos, input, want) {
     const { ctx, cfg, weights } = this;
@@ -186,21 +196,26 @@ export class BrowserShard {
       rec.copy(s.scales, 0, rb, qbytes, t * 4);
     } else {
       const k = want.topK;
+      const rows = want.rows ?? 1;
+      if (!(Number.isInteger(rows) && rows >= 1 && rows <= t)) throw new ShardError(`asked for the logits of ${rows} rows of a ${t}-token step`);
       const head = weights.head;
       const weight = head.weight ?? weights.embedding.tokens;
-      ops.norm(rec, ctx, normKind(this.arch), s.x, t - 1, 1, head.normW, head.normB, cfg.norm_eps, s.a);
+      ops.norm(rec, ctx, normKind(this.arch), s.x, t - rows, rows, head.normW, head.normB, cfg.norm_eps, s.a);
       this.logits ??= ctx.storage('logits', v * 4);
       if (!this.topk || this.topk.k < k) {
         const n = ops.topkScratch(ctx, v, k) * 4;
         this.topk = { k, b: [0, 1, 2, 3].map((i) => ctx.storage(`top-k ${i}`, n)) };
       }
-      ops.matmul(rec, ctx, 'matmul.head', { x: s.a, xRow: 0, t: 1, gated: false, norm: null, out: this.logits, outStride: v, outCol: 0 }, weight, null);
-      const b = this.topk.b;
-      const [ov, oi] = ops.topK(rec, ctx, this.logits, v, k, [[b[0], b[1]], [b[2], b[3]]]);
-      readBytes = k * 8;
+      readBytes = rows * k * 8;
       rb = this.readbackBuffer(readBytes);
-      rec.copy(ov, 0, rb, 0, k * 4);
-      rec.copy(oi, 0, rb, k * 4, k * 4);
+      const b = this.topk.b;
+      // A row at a time through the one logits buffer: values of row r at r*k*8, ids after.
+      for (let r = 0; r < rows; r++) {
+        ops.matmul(rec, ctx, 'matmul.head', { x: s.a, xRow: r, t: 1, gated: false, norm: null, out: this.logits, outStride: v, outCol: 0 }, weight, null);
+        const [ov, oi] = ops.topK(rec, ctx, this.logits, v, k, [[b[0], b[1]], [b[2], b[3]]]);
+        rec.copy(ov, 0, rb, r * k * 8, k * 4);
+        rec.copy(oi, 0, rb, r * k * 8 + k * 4, k * 4);
+      }
     }
     this.lastDispatches = rec.dispatches();
     this.runner.encode(encoder, rec);
@@ -219,9 +234,13 @@ export class BrowserShard {
       return { q: new Int8Array(bytes.buffer, 0, t * c), scales: new Float32Array(bytes.buffer, qbytes, t), rows: t, cols: c };
     }
     const k = want.topK;
-    const vals = new Float32Array(bytes.buffer, 0, k);
-    const ids = new Uint32Array(bytes.buffer, k * 4, k);
-    return { top: Array.from(ids, (id, i) => ({ id, logit: vals[i] })) };
+    const top = [];
+    for (let r = 0; r < (want.rows ?? 1); r++) {
+      const vals = new Float32Array(bytes.buffer, r * k * 8, k);
+      const ids = new Uint32Array(bytes.buffer, r * k * 8 + k * 4, k);
+      ids.forEach((id, i) => top.push({ id, logit: vals[i] }));
+    }
+    return { top };
   }
 
   /** One transformer block (forward.rs record_layer). */

@@ -52,7 +52,10 @@ export function decode(input, limits = C.DEFAULT_LIMITS) {
   };
   if (type === C.TYPE_ACTIVATION) frame.activation = readActivation(frame, limits);
   else if (type === C.TYPE_TOKENS || type === C.TYPE_OUTPUT) frame.ids = readIds(frame, limits);
-  else if (type === C.TYPE_TOP_LOGITS) frame.entries = readTopLogits(frame, limits);
+  else if (type === C.TYPE_TOP_LOGITS) {
+    frame.entries = readTopLogits(frame, limits);
+    frame.rows = frame.dim0;
+  }
   else frame.json = readControl(frame, limits);
   return frame;
 }
@@ -213,17 +216,18 @@ function readIds(frame, limits) {
 
 function readTopLogits(frame, limits) {
   const { dim0, dim1, payload } = frame;
-  if (dim0 !== 1 || dim1 === 0) {
-    fail('BadShape', `${typeLabel(frame.type)}: bad shape [${dim0}, ${dim1}]: must be [1, k] with k >= 1`);
+  if (dim0 === 0 || dim1 === 0) {
+    fail('BadShape', `${typeLabel(frame.type)}: bad shape [${dim0}, ${dim1}]: must be [r, k] with r, k >= 1`);
   }
+  if (dim0 > limits.maxRows) fail('TooManyRows', `${dim0} rows exceed the limit of ${limits.maxRows}`);
   if (dim1 > limits.maxCols) fail('TooManyCols', `${dim1} columns exceed the limit of ${limits.maxCols}`);
-  const expected = dim1 * C.TOP_LOGIT_ENTRY_SIZE;
+  const expected = dim0 * dim1 * C.TOP_LOGIT_ENTRY_SIZE;
   if (payload.length !== expected) {
     fail('LayoutSizeMismatch', `top-k (u32 id, f32 logit) payload for shape [${dim0}, ${dim1}] must be ${expected} bytes, got ${payload.length}`);
   }
   const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const entries = [];
-  for (let i = 0; i < dim1; i++) {
+  for (let i = 0; i < dim0 * dim1; i++) {
     const logit = dv.getFloat32(8 * i + 4, true);
     if (!Number.isFinite(logit)) fail('NonFiniteValue', `value ${i} is not finite (${rustFloat(logit)})`);
     entries.push({ id: dv.getUint32(8 * i, true), logit });

@@ -105,9 +105,14 @@ export function finishActivation(raw, flags, rle, { seqPos, requestId, rows, col
   return writeFrame({ type: C.TYPE_ACTIVATION, flags: f, seqPos, requestId, dim0: rows, dim1: cols }, packed ?? raw);
 }
 
-/** TOP_LOGITS: `entries` = [{id, logit}] best first (k >= 1, logits finite). */
-export function encodeTopLogits(entries, { seqPos = 0, requestId = 0 } = {}) {
-  if (entries.length === 0) throw new Syn1Error('BadShape', 'TOP_LOGITS (0x11): at least one entry');
+/**
+ * TOP_LOGITS: `entries` = [{id, logit}], `rows` runs of k (each best first, the earliest
+ * position first; k >= 1, logits finite). rows is 1 but for a speculative verification step.
+ */
+export function encodeTopLogits(entries, { seqPos = 0, requestId = 0, rows = 1 } = {}) {
+  if (entries.length === 0 || rows < 1 || entries.length % rows !== 0) {
+    throw new Syn1Error('BadShape', 'TOP_LOGITS (0x11): at least one row of at least one entry, every row of the same k');
+  }
   const payload = new Uint8Array(entries.length * C.TOP_LOGIT_ENTRY_SIZE);
   const dv = new DataView(payload.buffer);
   entries.forEach(({ id, logit }, i) => {
@@ -115,7 +120,7 @@ export function encodeTopLogits(entries, { seqPos = 0, requestId = 0 } = {}) {
     dv.setUint32(8 * i, id, true);
     dv.setFloat32(8 * i + 4, logit, true);
   });
-  return writeFrame({ type: C.TYPE_TOP_LOGITS, seqPos, requestId, dim0: 1, dim1: entries.length }, payload);
+  return writeFrame({ type: C.TYPE_TOP_LOGITS, seqPos, requestId, dim0: rows, dim1: entries.length / rows }, payload);
 }
 
 /** TOKENS (or OUTPUT with `type`): u32 ids, shape [n, 1]. */

@@ -77,6 +77,8 @@ test('the encoder writes the golden bytes from the golden values', () => {
   same('tokens.bin', syn1.encodeIds(byName['tokens.bin'].decoded.ids, opts(byName['tokens.bin'])));
   same('output.bin', syn1.encodeIds(byName['output.bin'].decoded.ids, { ...opts(byName['output.bin']), type: syn1.TYPE_OUTPUT }));
   same('top_logits.bin', syn1.encodeTopLogits(byName['top_logits.bin'].decoded.entries, opts(byName['top_logits.bin'])));
+  const rows = byName['top_logits_rows.bin'];
+  same('top_logits_rows.bin', syn1.encodeTopLogits(rows.decoded.entries, { ...opts(rows), rows: rows.decoded.rows }));
   same('control.bin', syn1.encodeControl(byName['control.bin'].decoded.json, opts(byName['control.bin'])));
   // The delta encoder, fed the reference then the reconstruction, sends the golden delta.
   const d = byName['activation_int8_delta.bin'];

@@ -1,5 +1,6 @@
-//! The prompt panel: a prompt, the sampling settings, a Generate/Stop button, and the text as
-//! it streams in with its tokens per second. Generations go to the coordinator through the
+//! The prompt panel: a prompt, the sampling settings and the speculation switch, a
+//! Generate/Stop button, and the text as it streams in with its tokens per second and how many
+//! speculative drafts were accepted. Generations go to the coordinator through the
 //! bridge; `--prompt` starts one by itself as soon as every shard is ready.
 
 use bevy::prelude::*;
@@ -19,6 +20,11 @@ pub struct PromptPanel {
     pub prompt: String,
     pub max_tokens: usize,
     pub params: SamplingParams,
+    /// Speculative decoding for the panel's generations (the coordinator's `--speculate`
+    /// still applies: off there is off here).
+    pub speculate: bool,
+    /// Drafts of the last generation: (drafted, accepted).
+    pub drafts: Option<(usize, usize)>,
     /// The generation this panel runs, if any.
     pub running: Option<u64>,
     next_request: u64,
@@ -39,6 +45,8 @@ pub(super) fn plugin(app: &mut App, auto: Option<String>, max_tokens: usize) {
             .unwrap_or_else(|| "The capital of France is".into()),
         max_tokens: max_tokens.max(1),
         params: SamplingParams::default(),
+        speculate: true,
+        drafts: None,
         running: None,
         next_request: 1,
         output: String::new(),
@@ -60,6 +68,7 @@ impl PromptPanel {
             prompt: self.prompt.clone(),
             max_tokens: self.max_tokens,
             sampling: self.params.clone(),
+            speculate: Some(self.speculate),
         };
         if let Err(e) = req.sampling.validate() {
             self.status = e;
@@ -71,6 +80,7 @@ impl PromptPanel {
             self.generated = 0;
             self.first_token_at = None;
             self.tokens_per_second = None;
+            self.drafts = None;
             self.status = "waiting for the pipeline…".into();
         } else {
             self.status = "the coordinator is not running".into();
@@ -121,9 +131,12 @@ fn stream(mut msgs: MessageReader<FromCore>, mut panel: ResMut<PromptPanel>, tim
             GenerateEvent::Done {
                 reason,
                 tokens_per_second,
+                drafted,
+                accepted,
                 ..
             } => {
                 panel.tokens_per_second = Some(*tokens_per_second);
+                panel.drafts = Some((*drafted, *accepted));
                 panel.status = format!("done ({reason})");
                 panel.running = None;
             }
@@ -169,6 +182,10 @@ fn panel(
                 ui.label("seed");
                 ui.add(egui::DragValue::new(&mut p.params.seed));
                 ui.end_row();
+                ui.label("speculate");
+                ui.checkbox(&mut p.speculate, "draft by prompt lookup")
+                    .on_hover_text("verify several drafted tokens in one trip; output unchanged");
+                ui.end_row();
             });
             ui.horizontal(|ui| {
                 match (panel.running, &bridge) {
@@ -191,6 +208,14 @@ fn panel(
                 }
             });
             ui.label(egui::RichText::new(&panel.status).small());
+            if let Some((drafted, accepted)) = panel.drafts.filter(|d| d.0 > 0) {
+                ui.label(
+                    egui::RichText::new(format!(
+                        "speculation: {accepted} of {drafted} drafted tokens accepted"
+                    ))
+                    .small(),
+                );
+            }
             ui.separator();
             egui::ScrollArea::vertical()
                 .stick_to_bottom(true)

@@ -64,6 +64,8 @@ pub struct Args {
     /// shape, if it names one): a .toml or .json file like those in assets/scenarios/.
     #[arg(long, value_name = "SCENARIO")]
     pub simulate: Option<PathBuf>,
+    #[command(flatten)]
+    pub speculate: serve::SpeculateArgs,
 }
 
 impl Default for Args {
@@ -83,6 +85,7 @@ impl Default for Args {
             screenshot: None,
             exit_after: None,
             simulate: None,
+            speculate: Default::default(),
         }
     }
 }
@@ -138,6 +141,7 @@ pub fn run(args: Args) -> Result<()> {
         cors: args.cors.clone(),
         max_queued: args.max_queued,
         max_sessions: args.max_sessions,
+        speculate: args.speculate.clone(),
     };
     let core = std::thread::Builder::new()
         .name("synapse-core".into())

@@ -50,9 +50,25 @@ pub struct Args {
     /// token per hop, ratio to raw f32 and teacher-forced top-1 agreement (CPU).
     #[arg(long, conflicts_with = "distributed")]
     wire: bool,
-    /// Measure decode through the coordinator with 1, 2 and 3 in-process CPU nodes instead.
+    /// Measure decode through the coordinator with 1, 2 and 3 in-process CPU nodes instead,
+    /// on a prose and a repetitive prompt, with and without speculative decoding.
     #[arg(long)]
     distributed: bool,
+    /// With --distributed: the node counts to measure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,3",
+        requires = "distributed"
+    )]
+    nodes: Vec<usize>,
+    /// With --distributed: a simulated network delay each way at every node, in ms (a home
+    /// network adds a few).
+    #[arg(long, default_value_t = 0.0, requires = "distributed")]
+    net_delay_ms: f64,
+    /// With --distributed: skip the runs with speculative decoding.
+    #[arg(long, requires = "distributed")]
+    no_speculate: bool,
 }
 
 enum Loaded {
@@ -326,25 +342,62 @@ fn network(args: &Args) -> Result<()> {
         }
         return Ok(());
     }
-    let results = synapse::bench_distributed::run(&dir, &[1, 2, 3], args.gen_tokens.max(8))?;
+    if args.nodes.is_empty() || args.nodes.iter().any(|&n| n == 0 || n > 16) {
+        bail!(
+            "--nodes: each count must be between 1 and 16, got {:?}",
+            args.nodes
+        );
+    }
+    if !(args.net_delay_ms.is_finite() && (0.0..=10_000.0).contains(&args.net_delay_ms)) {
+        bail!(
+            "--net-delay-ms must be between 0 and 10000, got {}",
+            args.net_delay_ms
+        );
+    }
+    let bench = synapse::bench_distributed::DistributedBench {
+        node_counts: args.nodes.clone(),
+        gen_tokens: args.gen_tokens.max(8),
+        net_delay: std::time::Duration::from_secs_f64(args.net_delay_ms / 1000.0),
+        speculate: !args.no_speculate,
+    };
+    let results = synapse::bench_distributed::run(&dir, &bench)?;
     if args.json {
         for r in &results {
             println!("{}", serde_json::to_string(r)?);
         }
     } else {
         println!(
-            "{:<10} {:>5} {:>14} {:>12} {:>14} {:>12}",
-            "setup", "hops", "decode tok/s", "vs local", "added ms/hop", "ms per hop"
+            "net delay {} ms each way, {} tokens a run",
+            args.net_delay_ms, bench.gen_tokens
+        );
+        println!(
+            "{:<10} {:>5} {:<7} {:<5} {:>12} {:>9} {:>9} {:>12} {:>11} {:>10} {:>9}",
+            "setup",
+            "hops",
+            "task",
+            "spec",
+            "decode tok/s",
+            "vs local",
+            "vs plain",
+            "added ms/hop",
+            "ms per hop",
+            "accepted",
+            "same ids"
         );
         for r in &results {
             println!(
-                "{:<10} {:>5} {:>14.2} {:>11.0}% {:>14.2} {:>12.2}",
+                "{:<10} {:>5} {:<7} {:<5} {:>12.2} {:>8.0}% {:>8.2}x {:>12.2} {:>11.2} {:>10} {:>9}",
                 r.setup,
                 r.hops,
+                r.task,
+                if r.speculate { "on" } else { "off" },
                 r.decode_tokens_per_second,
                 r.relative_to_local * 100.0,
+                r.relative_to_plain,
                 r.added_ms_per_hop,
-                r.mean_hop_ms
+                r.mean_hop_ms,
+                format!("{}/{}", r.accepted, r.drafted),
+                if r.same_ids_as_plain { "yes" } else { "NO" }
             );
         }
     }

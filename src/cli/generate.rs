@@ -142,6 +142,7 @@ fn remote(url: &str, args: &Args, sampling: SamplingParams) -> Result<()> {
         prompt: args.prompt.clone(),
         max_tokens: args.max_tokens,
         sampling,
+        speculate: None,
     };
     let endpoint = format!("{}/api/generate", url.trim_end_matches('/'));
     let rt = tokio::runtime::Runtime::new()?;

@@ -37,6 +37,20 @@ pub struct Args {
     /// Memory offered for weights and caches, in MB (default: what the machine has available).
     #[arg(long)]
     memory_mb: Option<u64>,
+    /// For tests and benchmarks: delay everything this node sends by twice this many
+    /// milliseconds, as a network this far away each way would (a home network adds 1-5).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_delay_ms)]
+    net_delay_ms: f64,
+}
+
+fn parse_delay_ms(s: &str) -> Result<f64, String> {
+    let ms: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
+    if !(0.0..=10_000.0).contains(&ms) {
+        return Err(format!("{ms} ms is outside 0..=10000"));
+    }
+    Ok(ms)
 }
 
 /// A node configuration for `backend`, measuring its speed.
@@ -91,6 +105,7 @@ pub fn node_config(url: String, name: String, backend: Backend) -> Result<NodeCo
         stats: Default::default(),
         // The GPU probe is the GPU's speed; only the CPU's is measured again when idle.
         remeasure: gpu.is_none().then_some(std::time::Duration::from_secs(30)),
+        net_delay: std::time::Duration::ZERO,
     })
 }
 
@@ -127,6 +142,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(mb) = args.memory_mb {
         cfg.memory_bytes = mb * 1_000_000;
     }
+    cfg.net_delay = std::time::Duration::from_secs_f64(args.net_delay_ms / 1000.0);
     synapse::node::http_base(&cfg.url)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -46,6 +46,48 @@ pub struct Args {
     /// Generations running at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
+    #[command(flatten)]
+    pub speculate: SpeculateArgs,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// Speculative decoding settings, shared by `serve` and `app`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpeculateArgs {
+    /// Speculative decoding: draft tokens by prompt lookup and verify them in one trip through
+    /// the pipeline (output unchanged; a request can turn it off with "speculate": false).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub speculate: Switch,
+    /// Most tokens drafted in one step (the session drafts fewer, or none, when its drafts are
+    /// rejected or the extra rows cost more than they save).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub draft_max: u64,
+}
+
+impl Default for SpeculateArgs {
+    fn default() -> Self {
+        SpeculateArgs {
+            speculate: Switch::On,
+            draft_max: 8,
+        }
+    }
+}
+
+impl SpeculateArgs {
+    /// The coordinator's settings.
+    pub fn config(&self) -> synapse::coordinator::speculate::SpeculateConfig {
+        synapse::coordinator::speculate::SpeculateConfig {
+            enabled: self.speculate == Switch::On,
+            max_draft: self.draft_max as usize,
+            ..Default::default()
+        }
+    }
 }
 
 /// A random 128-bit join token in hex.
@@ -83,6 +125,7 @@ pub async fn start(args: &Args) -> Result<Host> {
     cfg.max_queued = args.max_queued;
     cfg.cors_origins = args.cors.clone();
     cfg.max_sessions = args.max_sessions as usize;
+    cfg.speculate = args.speculate.config();
     let coord = Coordinator::new(cfg)?;
     let (bound_tx, bound_rx) = oneshot::channel();
     let (stop_server, stopped) = oneshot::channel::<()>();

@@ -20,8 +20,9 @@ pub enum Expected {
         cols: u32,
         encoding: WireEncoding,
     },
-    /// The `k` best logits of the last row over a vocabulary of `vocab` tokens.
-    TopK { k: usize, vocab: usize },
+    /// The `k` best logits of each of the step's last `rows` rows over a vocabulary of
+    /// `vocab` tokens.
+    TopK { k: usize, rows: usize, vocab: usize },
 }
 
 /// A reply that passed its checks.
@@ -54,18 +55,29 @@ pub enum ReplyError {
     Flags(&'static str),
     #[error("returned seqPos {got}, the step's is {want}")]
     SeqPos { got: u16, want: u16 },
-    #[error("returned {got} top logits, the step asked for {want}")]
+    #[error("returned {got} top logits a row, the step asked for {want}")]
     TopKCount { got: usize, want: usize },
-    #[error("returned token id {id} (entry {index}); the vocabulary has {vocab} tokens")]
-    IdBeyondVocabulary { id: u32, index: usize, vocab: usize },
-    #[error("returned token id {id} twice (entries {first} and {second})")]
+    #[error("returned top logits for {got} rows, the step asked for {want}")]
+    TopKRows { got: usize, want: usize },
+    #[error("returned token id {id} (row {row}, entry {index}); the vocabulary has {vocab} tokens")]
+    IdBeyondVocabulary {
+        id: u32,
+        row: usize,
+        index: usize,
+        vocab: usize,
+    },
+    #[error("returned token id {id} twice in row {row} (entries {first} and {second})")]
     DuplicateId {
         id: u32,
+        row: usize,
         first: usize,
         second: usize,
     },
-    #[error("returned top logits out of order: entry {index} ({logit}) is above entry {above}")]
+    #[error(
+        "returned top logits out of order in row {row}: entry {index} ({logit}) is above entry {above}"
+    )]
     Order {
+        row: usize,
         index: usize,
         logit: f32,
         above: usize,
@@ -132,37 +144,50 @@ pub fn check_reply(frame: Frame, want: Expected, seq_pos: u16) -> Result<Checked
             }
             Ok(Checked::Hidden(frame))
         }
-        Expected::TopK { k, vocab } => {
+        Expected::TopK { k, rows, vocab } => {
             let top = TopLogits::from_frame(&frame, &Limits::default())?;
+            if top.rows != rows {
+                return Err(ReplyError::TopKRows {
+                    got: top.rows,
+                    want: rows,
+                });
+            }
             let want_k = k.min(vocab);
-            if top.entries.len() != want_k {
+            if top.k() != want_k {
                 return Err(ReplyError::TopKCount {
-                    got: top.entries.len(),
+                    got: top.k(),
                     want: want_k,
                 });
             }
-            let mut seen = std::collections::HashMap::with_capacity(top.entries.len());
-            for (index, e) in top.entries.iter().enumerate() {
-                if e.id as usize >= vocab {
-                    return Err(ReplyError::IdBeyondVocabulary {
-                        id: e.id,
-                        index,
-                        vocab,
-                    });
-                }
-                if let Some(first) = seen.insert(e.id, index) {
-                    return Err(ReplyError::DuplicateId {
-                        id: e.id,
-                        first,
-                        second: index,
-                    });
-                }
-                if index > 0 && e.logit > top.entries[index - 1].logit {
-                    return Err(ReplyError::Order {
-                        index,
-                        logit: e.logit,
-                        above: index - 1,
-                    });
+            let mut seen = std::collections::HashMap::with_capacity(want_k);
+            for row in 0..top.rows {
+                seen.clear();
+                let entries = top.row(row);
+                for (index, e) in entries.iter().enumerate() {
+                    if e.id as usize >= vocab {
+                        return Err(ReplyError::IdBeyondVocabulary {
+                            id: e.id,
+                            row,
+                            index,
+                            vocab,
+                        });
+                    }
+                    if let Some(first) = seen.insert(e.id, index) {
+                        return Err(ReplyError::DuplicateId {
+                            id: e.id,
+                            row,
+                            first,
+                            second: index,
+                        });
+                    }
+                    if index > 0 && e.logit > entries[index - 1].logit {
+                        return Err(ReplyError::Order {
+                            row,
+                            index,
+                            logit: e.logit,
+                            above: index - 1,
+                        });
+                    }
                 }
             }
             Ok(Checked::TopK(top))
@@ -186,11 +211,16 @@ mod tests {
     }
 
     fn top(entries: &[(u32, f32)]) -> Frame {
+        top_rows(entries, 1)
+    }
+
+    fn top_rows(entries: &[(u32, f32)], rows: usize) -> Frame {
         TopLogits {
             entries: entries
                 .iter()
                 .map(|&(id, logit)| TopLogit { id, logit })
                 .collect(),
+            rows,
         }
         .to_frame(SEQ, 3)
         .unwrap()
@@ -201,7 +231,11 @@ mod tests {
         cols: 8,
         encoding: WireEncoding::Rice,
     };
-    const K: Expected = Expected::TopK { k: 3, vocab: 100 };
+    const K: Expected = Expected::TopK {
+        k: 3,
+        rows: 1,
+        vocab: 100,
+    };
 
     #[test]
     fn honest_replies_pass() {
@@ -212,7 +246,11 @@ mod tests {
         let ok = check_reply(top(&[(5, 3.0), (9, 2.0), (1, 2.0)]), K, SEQ).unwrap();
         assert!(matches!(ok, Checked::TopK(t) if t.entries.len() == 3));
         // A vocabulary smaller than k: all of it.
-        let small = Expected::TopK { k: 64, vocab: 2 };
+        let small = Expected::TopK {
+            k: 64,
+            rows: 1,
+            vocab: 2,
+        };
         assert!(check_reply(top(&[(1, 1.0), (0, 0.5)]), small, SEQ).is_ok());
         // A compressed frame of the right encoding is fine (lossless).
         let c = Activation::new(2, 8, vec![0.0; 16])
@@ -276,6 +314,7 @@ mod tests {
                 e(&[(5, 3.0), (id, 2.0), (1, 1.0)]),
                 ReplyError::IdBeyondVocabulary {
                     id,
+                    row: 0,
                     index: 1,
                     vocab: 100
                 }
@@ -285,6 +324,7 @@ mod tests {
             e(&[(5, 3.0), (9, 2.0), (5, 1.0)]),
             ReplyError::DuplicateId {
                 id: 5,
+                row: 0,
                 first: 0,
                 second: 2
             }
@@ -292,10 +332,54 @@ mod tests {
         assert_eq!(
             e(&[(5, 1.0), (9, 2.0), (4, 0.0)]),
             ReplyError::Order {
+                row: 0,
                 index: 1,
                 logit: 2.0,
                 above: 0
             }
+        );
+    }
+
+    #[test]
+    fn a_verification_step_gets_a_row_per_draft_each_checked() {
+        let three = Expected::TopK {
+            k: 2,
+            rows: 3,
+            vocab: 100,
+        };
+        let good = [(1, 2.0), (2, 1.0), (3, 2.0), (1, 1.0), (7, 0.5), (8, 0.5)];
+        let ok = check_reply(top_rows(&good, 3), three, SEQ).unwrap();
+        assert!(matches!(ok, Checked::TopK(t) if t.rows == 3 && t.row(2)[0].id == 7));
+        // The same id in two rows is fine; twice in one row is not.
+        let mut dup = good;
+        dup[5] = (7, 0.1);
+        assert_eq!(
+            check_reply(top_rows(&dup, 3), three, SEQ).unwrap_err(),
+            ReplyError::DuplicateId {
+                id: 7,
+                row: 2,
+                first: 0,
+                second: 1
+            }
+        );
+        let mut far = good;
+        far[3] = (100, 0.5);
+        assert!(matches!(
+            check_reply(top_rows(&far, 3), three, SEQ).unwrap_err(),
+            ReplyError::IdBeyondVocabulary {
+                row: 1,
+                index: 1,
+                ..
+            }
+        ));
+        // Fewer rows than drafted: the node skipped positions.
+        assert_eq!(
+            check_reply(top_rows(&good[..4], 2), three, SEQ).unwrap_err(),
+            ReplyError::TopKRows { got: 2, want: 3 }
+        );
+        assert_eq!(
+            check_reply(top(&[(1, 2.0), (2, 1.0)]), three, SEQ).unwrap_err(),
+            ReplyError::TopKRows { got: 1, want: 3 }
         );
     }
 }

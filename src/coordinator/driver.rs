@@ -88,6 +88,8 @@ impl Coordinator {
             .top_k
             .max(req.sampling.top_k)
             .min(cfg.vocab_size);
+        let mut spec = self.config().speculate;
+        spec.enabled &= req.speculate.unwrap_or(true);
         let mut machine = SessionMachine::new(
             session,
             prompt_ids,
@@ -96,7 +98,8 @@ impl Coordinator {
             k,
             self.config().prefill_chunk,
             cfg.eos_token_ids.clone(),
-        );
+        )
+        .speculate(spec);
         let tok = self.tokenizer();
         let mut stream = TextStream::default();
         let mut text = String::new();
@@ -105,15 +108,22 @@ impl Coordinator {
             let Some(epoch) = self.wait_route(out).await? else {
                 return Ok(End::ClientLeft);
             };
-            let (req, reset) = match machine.next(epoch) {
+            let (req, reset, truncate) = match machine.next(epoch) {
                 Next::Done(r) => break r,
-                Next::Step { req, reset } => (req, reset),
+                Next::Step {
+                    req,
+                    reset,
+                    truncate,
+                } => (req, reset, truncate),
             };
             let (tx, rx) = oneshot::channel();
             let replay = machine.tokens().len();
+            let sent = Instant::now();
             let begun = self.act(|hub, now| {
                 if reset {
                     hub.core.reset_session(session, replay);
+                } else if let Some(len) = truncate {
+                    hub.core.truncate_session(session, len);
                 }
                 let r = hub.core.begin_step(now, req);
                 if let Ok(id) = r {
@@ -140,24 +150,32 @@ impl Coordinator {
                     return Ok(End::ClientLeft);
                 }
             };
+            machine.step_time(sent.elapsed().as_secs_f64());
             match machine.step_done(outcome) {
                 Advance::Prefilled | Advance::Retry => continue,
-                Advance::Eos => break "eos",
                 Advance::GiveUp(why) => return Err(SessionError::Failed(why)),
-                Advance::Token(id) => {
-                    let piece = stream
-                        .push(tok, id)
-                        .map_err(|e| SessionError::Failed(e.to_string()))?
-                        .unwrap_or_default();
-                    text.push_str(&piece);
-                    let n = machine.generated().len();
-                    self.act(|hub, _| hub.core.token_sampled(session, n, id, &piece));
-                    if out
-                        .send(GenerateEvent::Token { id, text: piece })
-                        .await
-                        .is_err()
-                    {
-                        return Ok(End::ClientLeft);
+                Advance::Tokens { ids, eos } => {
+                    let before = machine.generated().len() - ids.len();
+                    for (i, id) in ids.into_iter().enumerate() {
+                        let piece = stream
+                            .push(tok, id)
+                            .map_err(|e| SessionError::Failed(e.to_string()))?
+                            .unwrap_or_default();
+                        text.push_str(&piece);
+                        let n = before + i + 1;
+                        self.act(|hub, _| hub.core.token_sampled(session, n, id, &piece));
+                        if out
+                            .send(GenerateEvent::Token { id, text: piece })
+                            .await
+                            .is_err()
+                        {
+                            return Ok(End::ClientLeft);
+                        }
+                    }
+                    let (drafted, accepted) = machine.drafts();
+                    self.act(|hub, _| hub.core.drafts_counted(session, drafted, accepted));
+                    if eos {
+                        break "eos";
                     }
                 }
             }
@@ -176,12 +194,15 @@ impl Coordinator {
         }
         let ids = machine.generated().to_vec();
         let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let (drafted, accepted) = machine.drafts();
         let _ = out
             .send(GenerateEvent::Done {
                 tokens_per_second: ids.len() as f64 / secs,
                 ids,
                 text,
                 reason: reason.to_string(),
+                drafted,
+                accepted,
             })
             .await;
         Ok(End::Finished(reason))

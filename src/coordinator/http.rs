@@ -177,6 +177,9 @@ pub fn status_json(coord: &Coordinator) -> serde_json::Value {
         "chat": m.chat_template.is_some(),
     });
     s["api_key_required"] = json!(coord.config().api_key.is_some());
+    let spec = coord.config().speculate;
+    s["speculation"]["enabled"] = json!(spec.enabled);
+    s["speculation"]["max_draft"] = json!(spec.max_draft);
     s
 }
 

@@ -21,6 +21,7 @@ pub mod link;
 pub mod openai;
 pub mod placement;
 pub mod session;
+pub mod speculate;
 pub mod speed;
 pub mod state;
 pub mod wire;
@@ -68,8 +69,10 @@ pub struct CoordinatorConfig {
     /// Longest run of prompt tokens in one step: longer prompts (and replays) are computed in
     /// chunks, so other sessions' steps run in between and deadlines stay short.
     pub prefill_chunk: usize,
-    /// Candidates the last shard returns for sampling.
+    /// Candidates the last shard returns for sampling (per position).
     pub top_k: usize,
+    /// Speculative decoding (prompt-lookup drafts verified in one step); on by default.
+    pub speculate: speculate::SpeculateConfig,
     /// Encoding of activations between nodes.
     pub encoding: WireEncoding,
     /// Most generations running at once.
@@ -100,6 +103,7 @@ impl CoordinatorConfig {
             reroute_timeout: Duration::from_secs(15),
             prefill_chunk: 128,
             top_k: 64,
+            speculate: speculate::SpeculateConfig::default(),
             encoding: WireEncoding::Rice,
             max_sessions: 16,
             max_queued: 32,

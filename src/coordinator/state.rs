@@ -251,6 +251,8 @@ pub enum Output {
 struct SessionEntry {
     prompt_tokens: usize,
     generated: usize,
+    drafted: usize,
+    accepted: usize,
     /// Nodes that may hold this session's caches.
     touched: BTreeSet<u64>,
 }
@@ -273,6 +275,9 @@ pub struct Core {
     epoch: u64,
     retired: Vec<Retired>,
     out: Vec<Output>,
+    /// Speculative draft tokens sent and kept, over all sessions.
+    drafted_total: u64,
+    accepted_total: u64,
 }
 
 /// A rebalance happens only when it makes the slowest node's time per token at most this
@@ -297,6 +302,8 @@ impl Core {
             epoch: 0,
             retired: Vec::new(),
             out: Vec::new(),
+            drafted_total: 0,
+            accepted_total: 0,
         }
     }
 

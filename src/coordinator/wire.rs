@@ -49,8 +49,13 @@ impl WireEncoding {
 pub enum StepOutputKind {
     /// Hidden states of the last row(s), for the next node.
     Hidden { encoding: WireEncoding },
-    /// The top `k` logits of the last position.
-    TopK { k: usize },
+    /// The top `k` logits of each of the step's last `rows` positions (1 unless the step
+    /// verifies speculative drafts: then a row per drafted token).
+    TopK {
+        k: usize,
+        #[serde(default = "one_row")]
+        rows: usize,
+    },
 }
 
 /// Messages a node sends.
@@ -120,4 +125,12 @@ pub enum CoordinatorMessage {
     },
     /// Free `session`'s caches on every shard of the node.
     Close { session: u64 },
+    /// Keep only the first `len` tokens of `session`'s caches on every shard of the node (the
+    /// rest held rejected speculative drafts); the session's next step is at position `len`.
+    /// No reply: a `len` beyond what a shard holds makes that next step fail.
+    Truncate { session: u64, len: usize },
+}
+
+fn one_row() -> usize {
+    1
 }

@@ -47,6 +47,10 @@ pub struct NodeConfig {
     /// Measure the CPU's speed again this often while the node is idle, and report it (a
     /// speed measured while other work shared the machine undersells it). `None`: never.
     pub remeasure: Option<Duration>,
+    /// Simulated network delay each way (tests and benchmarks only: `--net-delay-ms`). Every
+    /// message the node sends leaves twice this long after it was queued, in order, as if
+    /// request and reply had each crossed a slower network.
+    pub net_delay: Duration,
 }
 
 /// How often the node reports what it holds (when it changed).
@@ -170,6 +174,9 @@ async fn serve_connection(
     }
     // Everything the node sends goes through one channel so background tasks can report.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
+    if !cfg.net_delay.is_zero() {
+        out_rx = delay_line(out_rx, 2 * cfg.net_delay);
+    }
     let base = match http_base(&cfg.url) {
         Ok(b) => b,
         Err(e) => return End::Lost(e),
@@ -213,6 +220,36 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// Delays every message of `rx` by `delay` from when it was queued, keeping their order: one
+/// task stamps messages as they come (it never sleeps, so stamps are exact), another releases
+/// each at its time.
+fn delay_line(
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    delay: Duration,
+) -> mpsc::UnboundedReceiver<Message> {
+    let (stamped_tx, mut stamped_rx) = mpsc::unbounded_channel::<(tokio::time::Instant, Message)>();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Message>();
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if stamped_tx
+                .send((tokio::time::Instant::now() + delay, m))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some((due, m)) = stamped_rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if out_tx.send(m).is_err() {
+                break;
+            }
+        }
+    });
+    out_rx
 }
 
 /// Tells the coordinator what the node holds when it changes, and re-measures the node's
@@ -341,6 +378,9 @@ fn handle_text(
         }
         CoordinatorMessage::Close { session } => {
             worker.send(Job::Close { session });
+        }
+        CoordinatorMessage::Truncate { session, len } => {
+            worker.send(Job::Truncate { session, len });
         }
         step @ CoordinatorMessage::Step { .. } => {
             if pending_step.replace(step).is_some() {

@@ -57,6 +57,11 @@ pub enum Job {
     Close {
         session: SessionId,
     },
+    /// Keep the first `len` tokens of `session`'s caches on every shard that holds them.
+    Truncate {
+        session: SessionId,
+        len: usize,
+    },
     /// Drop every shard (the coordinator connection was lost).
     Reset,
     /// Measure this machine's speed again (GFLOP/s), on the compute thread so that it does
@@ -164,6 +169,16 @@ fn run_job(loader: &ShardLoader, shards: &mut BTreeMap<usize, Box<dyn ShardExecu
                 let _ = ex.close_session(session);
             }
         }
+        Job::Truncate { session, len } => {
+            // A shard that cannot (the session is unknown there, or shorter) is left alone:
+            // the session's next step there fails with the position it expected, which the
+            // coordinator handles as any failed step (a replay).
+            for ex in shards.values_mut() {
+                if ex.session_len(session).is_some() {
+                    let _ = ex.truncate_session(session, len);
+                }
+            }
+        }
         Job::Reset => shards.clear(),
         Job::Measure { reply } => {
             let _ = reply.send(crate::node::measure_cpu_gflops());
@@ -222,13 +237,16 @@ fn run_step(
         }
         // The last shard of the range produces what goes on the wire.
         return match job.output {
-            StepOutputKind::TopK { k } => {
-                let top = ex.step_top_k(job.session, job.pos, input, k).map_err(err)?;
+            StepOutputKind::TopK { k, rows } => {
+                let top = ex
+                    .step_top_k_rows(job.session, job.pos, input, k, rows)
+                    .map_err(err)?;
                 let entries = top
                     .into_iter()
+                    .flatten()
                     .map(|(id, logit)| TopLogit { id, logit })
                     .collect();
-                TopLogits { entries }
+                TopLogits { entries, rows }
                     .to_frame(seq, job.step)
                     .map_err(|e| e.to_string())
             }

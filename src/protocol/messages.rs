@@ -2,8 +2,10 @@
 //!
 //! None of them takes flags. OUTPUT and TOKENS carry `n >= 1` u32 LE ids with shape [n, 1]
 //! (n bounded by `Limits::max_rows`); TOKENS' seqPos follows ACTIVATION's rule (sequence
-//! length after the step). TOP_LOGITS carries k >= 1 `(u32 id, f32 logit)` LE pairs for the
-//! last position with shape [1, k] (k bounded by `Limits::max_cols`); logits must be finite.
+//! length after the step). TOP_LOGITS carries, for each of the step's last `r >= 1` positions
+//! (earliest first), k >= 1 `(u32 id, f32 logit)` LE pairs with shape [r, k] (r bounded by
+//! `Limits::max_rows`, k by `Limits::max_cols`); r is 1 except for a speculative verification
+//! step, which asks for a row per drafted token. Logits must be finite.
 
 use super::error::ProtocolError;
 use super::frame::{Frame, Limits};
@@ -37,11 +39,37 @@ pub struct TopLogit {
     pub logit: f32,
 }
 
-/// TOP_LOGITS (0x11): the last shard's top-k for the last position, sent best first.
+/// TOP_LOGITS (0x11): the last shard's top-k for each of the step's last `rows` positions,
+/// each row sent best first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopLogits {
-    /// Entries (at least one).
+    /// `rows` runs of `k` entries (at least one row of at least one entry), earliest row first.
     pub entries: Vec<TopLogit>,
+    /// Rows (positions) the entries cover.
+    pub rows: usize,
+}
+
+impl TopLogits {
+    /// One row of entries: what a normal step returns.
+    pub fn one(entries: Vec<TopLogit>) -> TopLogits {
+        TopLogits { entries, rows: 1 }
+    }
+
+    /// Entries per row.
+    pub fn k(&self) -> usize {
+        self.entries.len() / self.rows.max(1)
+    }
+
+    /// Row `i`'s entries (0 = the earliest position asked for).
+    pub fn row(&self, i: usize) -> &[TopLogit] {
+        let k = self.k();
+        &self.entries[i * k..(i + 1) * k]
+    }
+
+    /// The last position's entries.
+    pub fn last(&self) -> &[TopLogit] {
+        self.row(self.rows.saturating_sub(1))
+    }
 }
 
 macro_rules! id_message {
@@ -150,11 +178,19 @@ impl TopLogits {
     /// Builds the frame; no entries, or a non-finite logit, is an error.
     pub fn to_frame(&self, seq_pos: u16, request_id: u32) -> Result<Frame, ProtocolError> {
         let t = MessageType::TopLogits;
-        let k = u32::try_from(self.entries.len())
-            .map_err(|_| bad_shape(t, 1, u32::MAX, "too many entries"))?;
-        if k == 0 {
-            return Err(bad_shape(t, 1, 0, "at least one entry"));
+        let rows =
+            u32::try_from(self.rows).map_err(|_| bad_shape(t, u32::MAX, 0, "too many rows"))?;
+        let n = self.entries.len();
+        if rows == 0 || n == 0 || n % self.rows != 0 {
+            return Err(bad_shape(
+                t,
+                rows,
+                n as u32,
+                "at least one row of at least one entry, every row of the same k",
+            ));
         }
+        let k = u32::try_from(n / self.rows)
+            .map_err(|_| bad_shape(t, rows, u32::MAX, "too many entries"))?;
         if let Some(index) = self.entries.iter().position(|e| !e.logit.is_finite()) {
             return Err(ProtocolError::NonFiniteValue {
                 index,
@@ -171,7 +207,7 @@ impl TopLogits {
             flags: Flags::default(),
             seq_pos,
             request_id,
-            dim0: 1,
+            dim0: rows,
             dim1: k,
             payload,
         })
@@ -182,11 +218,12 @@ impl TopLogits {
         let t = MessageType::TopLogits;
         check_type(frame, t)?;
         let (dim0, dim1) = (frame.dim0, frame.dim1);
-        if dim0 != 1 || dim1 == 0 {
-            return Err(bad_shape(t, dim0, dim1, "must be [1, k] with k >= 1"));
+        if dim0 == 0 || dim1 == 0 {
+            return Err(bad_shape(t, dim0, dim1, "must be [r, k] with r, k >= 1"));
         }
+        limits.check_rows(dim0)?;
         limits.check_cols(dim1)?;
-        let expected = u64::from(dim1) * TOP_LOGIT_ENTRY_SIZE as u64;
+        let expected = u64::from(dim0) * u64::from(dim1) * TOP_LOGIT_ENTRY_SIZE as u64;
         if frame.payload.len() as u64 != expected {
             let layout = "top-k (u32 id, f32 logit)";
             let actual = frame.payload.len();
@@ -198,7 +235,7 @@ impl TopLogits {
                 actual,
             });
         }
-        let mut entries = Vec::with_capacity(dim1 as usize);
+        let mut entries = Vec::with_capacity(dim0 as usize * dim1 as usize);
         for (index, c) in frame.payload.chunks_exact(TOP_LOGIT_ENTRY_SIZE).enumerate() {
             let id = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             let logit = f32::from_le_bytes([c[4], c[5], c[6], c[7]]);
@@ -210,7 +247,10 @@ impl TopLogits {
             }
             entries.push(TopLogit { id, logit });
         }
-        Ok(TopLogits { entries })
+        Ok(TopLogits {
+            entries,
+            rows: dim0 as usize,
+        })
     }
 }
 
@@ -233,11 +273,22 @@ mod tests {
             Tokens::from_frame(&bad, &l),
             Err(ProtocolError::TokenCountMismatch { count: 3, .. })
         ));
-        let top = TopLogits {
-            entries: vec![TopLogit { id: 7, logit: 1.5 }],
-        };
+        let top = TopLogits::one(vec![TopLogit { id: 7, logit: 1.5 }]);
         let f = top.to_frame(4, 1).unwrap();
         assert_eq!(TopLogits::from_frame(&f, &l).unwrap(), top);
+        let two = TopLogits {
+            entries: (0..6).map(|id| TopLogit { id, logit: 0.5 }).collect(),
+            rows: 2,
+        };
+        let f = two.to_frame(9, 1).unwrap();
+        assert_eq!((f.dim0, f.dim1), (2, 3));
+        let back = TopLogits::from_frame(&f, &l).unwrap();
+        assert_eq!((back.k(), back.row(1)[0].id, back.last()[2].id), (3, 3, 5));
+        let ragged = TopLogits {
+            entries: two.entries[..5].to_vec(),
+            rows: 2,
+        };
+        assert!(ragged.to_frame(9, 1).is_err(), "rows of unequal k");
         assert!(Tokens { ids: vec![] }.to_frame(0, 0).is_err());
     }
 }

@@ -98,6 +98,8 @@ pub async fn measure(
             temperature: 0.0,
             ..SamplingParams::default()
         },
+        // The simulator predicts plain decoding: one token a trip.
+        speculate: Some(false),
     };
     let c = coord.clone();
     let gen_task = tokio::spawn(async move { c.generate(req, tx).await });

@@ -80,6 +80,7 @@ pub fn cpu_node_with(
         gflops: 1.0,
         stats: stats.clone(),
         remeasure: None,
+        net_delay: std::time::Duration::ZERO,
     };
     configure(&mut cfg);
     let stats = cfg.stats.clone();

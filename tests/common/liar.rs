@@ -8,6 +8,9 @@
 //! ([`Liar::set`]), e.g. honest first, then lying. By default the proxy serves one connection:
 //! once the coordinator drops the liar, its reconnects are refused, so a test sees one eviction.
 //!
+//! The proxy can also drop what the coordinator sends the node ([`Liar::drop_down`]), so that
+//! the node misses messages (a node that ignores `truncate`, say).
+//!
 //! The proxied node reads its shards from a model directory (it cannot download through the
 //! proxy, which speaks only WebSocket).
 
@@ -50,12 +53,16 @@ pub struct Seen {
 /// drops it, two duplicate it).
 pub type Rewrite = Arc<dyn Fn(&Seen, Msg) -> Vec<Msg> + Send + Sync>;
 
+/// Decides which of the coordinator's control messages never reach the node.
+pub type DropDown = Arc<dyn Fn(&CoordinatorMessage) -> bool + Send + Sync>;
+
 /// A real CPU node behind a rewriting proxy.
 pub struct Liar {
     pub node: CpuNode,
     /// The proxy's address (what the node connects to).
     pub addr: SocketAddr,
     rewrite: Arc<Mutex<Option<Rewrite>>>,
+    drop_down: Arc<Mutex<Option<DropDown>>>,
     /// Connections the proxy accepted.
     pub connections: Arc<AtomicUsize>,
     /// Messages the rewrite changed, dropped or added.
@@ -66,6 +73,12 @@ impl Liar {
     /// Replaces the rewrite (`None`: pass everything through unchanged).
     pub fn set(&self, rewrite: Option<Rewrite>) {
         *self.rewrite.lock().unwrap() = rewrite;
+    }
+
+    /// Drops the coordinator's control messages that `f` picks before the node sees them
+    /// (`None`: deliver everything).
+    pub fn drop_down(&self, f: Option<DropDown>) {
+        *self.drop_down.lock().unwrap() = f;
     }
 }
 
@@ -85,10 +98,12 @@ pub async fn lying_node(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let rewrite = Arc::new(Mutex::new(rewrite));
+    let drop_down: Arc<Mutex<Option<DropDown>>> = Default::default();
     let connections = Arc::new(AtomicUsize::new(0));
     let lies = Arc::new(AtomicUsize::new(0));
     {
         let (rewrite, connections, lies) = (rewrite.clone(), connections.clone(), lies.clone());
+        let drop_down = drop_down.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 if !reconnects && connections.load(Ordering::SeqCst) > 0 {
@@ -96,8 +111,8 @@ pub async fn lying_node(
                     continue;
                 }
                 connections.fetch_add(1, Ordering::SeqCst);
-                let (rewrite, lies) = (rewrite.clone(), lies.clone());
-                tokio::spawn(proxy(tcp, coordinator, rewrite, lies));
+                let (rewrite, lies, drop_down) = (rewrite.clone(), lies.clone(), drop_down.clone());
+                tokio::spawn(proxy(tcp, coordinator, rewrite, drop_down, lies));
             }
         });
     }
@@ -107,6 +122,7 @@ pub async fn lying_node(
         node,
         addr,
         rewrite,
+        drop_down,
         connections,
         lies,
     }
@@ -117,6 +133,7 @@ async fn proxy(
     tcp: tokio::net::TcpStream,
     coordinator: SocketAddr,
     rewrite: Arc<Mutex<Option<Rewrite>>>,
+    drop_down: Arc<Mutex<Option<DropDown>>>,
     lies: Arc<AtomicUsize>,
 ) {
     let path = Arc::new(Mutex::new(String::from("/ws")));
@@ -145,10 +162,15 @@ async fn proxy(
     let down = async move {
         while let Some(Ok(m)) = coord_rx.next().await {
             if let Message::Text(t) = &m
-                && let Ok(step @ CoordinatorMessage::Step { step: id, .. }) =
-                    serde_json::from_str::<CoordinatorMessage>(t)
+                && let Ok(msg) = serde_json::from_str::<CoordinatorMessage>(t)
             {
-                seen_steps.lock().unwrap().insert(id, step);
+                if let CoordinatorMessage::Step { step: id, .. } = &msg {
+                    seen_steps.lock().unwrap().insert(*id, msg.clone());
+                }
+                let f = drop_down.lock().unwrap().clone();
+                if f.is_some_and(|f| f(&msg)) {
+                    continue;
+                }
             }
             let close = matches!(m, Message::Close(_));
             if node_tx.send(m).await.is_err() || close {

@@ -365,8 +365,13 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, Option<&'static str>)> {
         ),
         (
             "bad_top_logits_shape",
-            raw(TYPE_TOP_LOGITS, 0, 2, 1, &z(8)),
+            raw(TYPE_TOP_LOGITS, 0, 0, 1, &z(8)),
             Some("BadShape"),
+        ),
+        (
+            "bad_top_logits_rows_short",
+            raw(TYPE_TOP_LOGITS, 0, 2, 1, &z(8)),
+            Some("LayoutSizeMismatch"),
         ),
         (
             "bad_top_logits_inf",

@@ -84,9 +84,13 @@ fn valid_frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(ids, s)| Tokens { ids }.to_frame(s, 3).expect("tokens")),
         1 => (vec(any::<u32>(), 1..8), any::<u16>())
             .prop_map(|(ids, s)| Output { ids }.to_frame(s, 4).expect("output")),
-        1 => vec((any::<u32>(), -1e6f32..1e6), 1..8).prop_map(|e| {
-            let entries = e.into_iter().map(|(id, logit)| TopLogit { id, logit }).collect();
-            TopLogits { entries }.to_frame(9, 5).expect("top")
+        1 => (vec((any::<u32>(), -1e6f32..1e6), 1..8), 1usize..4).prop_map(|(e, rows)| {
+            let k = e.len();
+            let entries = (0..rows)
+                .flat_map(|_| e.iter().map(|&(id, logit)| TopLogit { id, logit }))
+                .collect::<Vec<_>>();
+            debug_assert_eq!(entries.len(), rows * k);
+            TopLogits { entries, rows }.to_frame(9, 5).expect("top")
         }),
         1 => btree_map("[a-z_]{1,6}", json_value(), 0..4).prop_map(|m| {
             let object = m.into_iter().collect();

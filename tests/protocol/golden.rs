@@ -142,8 +142,34 @@ pub fn goldens() -> Vec<Golden> {
                         logit: -1.25,
                     },
                 ],
+                rows: 1,
             }
             .to_frame(3, REQ)
+            .expect("frame"),
+            extra: none.clone(),
+        },
+        Golden {
+            name: "top_logits_rows",
+            contains: "TOP_LOGITS (extension), 2 rows (a verification step), k = 2: row 0 (995, 12.5), (15496, -1.25); row 1 (13, 2), (995, 0.5)",
+            frame: TopLogits {
+                entries: vec![
+                    TopLogit {
+                        id: 995,
+                        logit: 12.5,
+                    },
+                    TopLogit {
+                        id: 15496,
+                        logit: -1.25,
+                    },
+                    TopLogit { id: 13, logit: 2.0 },
+                    TopLogit {
+                        id: 995,
+                        logit: 0.5,
+                    },
+                ],
+                rows: 2,
+            }
+            .to_frame(4, REQ)
             .expect("frame"),
             extra: none.clone(),
         },
@@ -420,6 +446,34 @@ fn top_logits() {
         (e[0].id, e[0].logit, e[1].id, e[1].logit),
         (995, 12.5, 15496, -1.25)
     );
+}
+
+#[test]
+fn top_logits_rows() {
+    #[rustfmt::skip]
+    const EXPECTED: [u8; 56] = [
+        0x53, 0x59, 0x4E, 0x31, // magic "SYN1"
+        0x11,                   // type TOP_LOGITS (extension)
+        0x00,                   // flags: none allowed
+        0x04, 0x00,             // seqPos 4
+        0x07, 0x00, 0x00, 0x00, // requestId 7
+        0x20, 0x00, 0x00, 0x00, // payload size 32 = 2 rows x 2 entries of 8
+        0x02, 0x00, 0x00, 0x00, // dim0: 2 rows (the step's last two positions)
+        0x02, 0x00, 0x00, 0x00, // dim1: k = 2
+        0xE3, 0x03, 0x00, 0x00, // row 0: id 995
+        0x00, 0x00, 0x48, 0x41, //        logit 12.5
+        0x88, 0x3C, 0x00, 0x00, //        id 15496
+        0x00, 0x00, 0xA0, 0xBF, //        logit -1.25
+        0x0D, 0x00, 0x00, 0x00, // row 1: id 13
+        0x00, 0x00, 0x00, 0x40, //        logit 2
+        0xE3, 0x03, 0x00, 0x00, //        id 995
+        0x00, 0x00, 0x00, 0x3F, //        logit 0.5
+    ];
+    let f = check("top_logits_rows", &EXPECTED);
+    let t = TopLogits::from_frame(&f, &Limits::default()).expect("top-k");
+    assert_eq!((t.rows, t.k()), (2, 2));
+    assert_eq!((t.row(1)[0].id, t.row(1)[0].logit), (13, 2.0));
+    assert_eq!(t.last()[1].id, 995);
 }
 
 #[test]

@@ -52,8 +52,12 @@ fn describe(g: &Golden) -> Value {
         MessageType::Output => json!({ "ids": Output::from_frame(f, &l).expect("ids").ids }),
         MessageType::Tokens => json!({ "ids": Tokens::from_frame(f, &l).expect("ids").ids }),
         MessageType::TopLogits => {
-            let e = TopLogits::from_frame(f, &l).expect("top-k").entries;
-            json!({ "entries": e.iter().map(|e| json!({"id": e.id, "logit": e.logit})).collect::<Vec<_>>() })
+            let t = TopLogits::from_frame(f, &l).expect("top-k");
+            let e = &t.entries;
+            json!({
+                "rows": t.rows,
+                "entries": e.iter().map(|e| json!({"id": e.id, "logit": e.logit})).collect::<Vec<_>>(),
+            })
         }
         MessageType::Control => {
             json!({ "json": Control::from_frame(f, &l).expect("json").object })

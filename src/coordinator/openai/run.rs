@@ -43,6 +43,8 @@ struct Outcome {
     prompt_tokens: usize,
     completion_tokens: usize,
     finish_reason: &'static str,
+    drafted: usize,
+    accepted: usize,
 }
 
 fn now() -> u64 {
@@ -102,8 +104,18 @@ impl Kind {
     }
 }
 
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+/// OpenAI's usage object; speculative drafts are reported as OpenAI reports predicted outputs
+/// (`completion_tokens_details.accepted_prediction_tokens` / `rejected_prediction_tokens`).
+fn usage(o: &Outcome) -> Value {
+    json!({
+        "prompt_tokens": o.prompt_tokens,
+        "completion_tokens": o.completion_tokens,
+        "total_tokens": o.prompt_tokens + o.completion_tokens,
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": o.accepted,
+            "rejected_prediction_tokens": o.drafted - o.accepted.min(o.drafted),
+        },
+    })
 }
 
 /// Checks the prompt and the pipeline, takes a slot and runs `job`.
@@ -149,6 +161,7 @@ pub async fn run(state: ApiState, job: Job) -> Result<Response, ApiError> {
         prompt: job.prompt,
         max_tokens,
         sampling: job.params.sampling.clone(),
+        speculate: job.params.speculate,
     };
     let c = coord.clone();
     tokio::spawn(async move {
@@ -166,7 +179,7 @@ pub async fn run(state: ApiState, job: Job) -> Result<Response, ApiError> {
             "created": now(),
             "model": state.model_id,
             "choices": [job.kind.choice(&o.text, Some(o.finish_reason), false, false)],
-            "usage": usage(o.prompt_tokens, o.completion_tokens),
+            "usage": usage(&o),
         }))
         .into_response())
     }
@@ -187,6 +200,8 @@ async fn follow(
         prompt_tokens: 0,
         completion_tokens: 0,
         finish_reason: "stop",
+        drafted: 0,
+        accepted: 0,
     };
     let mut finished = false;
     loop {
@@ -206,8 +221,15 @@ async fn follow(
                 }
                 stops.push(&text)
             }
-            GenerateEvent::Done { reason, .. } => {
+            GenerateEvent::Done {
+                reason,
+                drafted,
+                accepted,
+                ..
+            } => {
                 o.finish_reason = finish_reason(&reason);
+                o.drafted = drafted;
+                o.accepted = accepted;
                 finished = true;
                 stops.finish()
             }
@@ -281,7 +303,7 @@ fn stream(
                 );
                 let _ = etx.send(Ok(last)).await;
                 if include_usage {
-                    let u = usage(o.prompt_tokens, o.completion_tokens);
+                    let u = usage(&o);
                     let _ = etx.send(Ok(chunk(json!([]), Some(u)))).await;
                 }
             }

@@ -53,6 +53,8 @@ pub struct Common {
     pub logit_bias: Option<serde_json::Map<String, Value>>,
     pub logprobs: Option<Value>,
     pub top_logprobs: Option<Value>,
+    /// Synapse's extension: speculative decoding for this request (default: the server's).
+    pub speculate: Option<bool>,
 }
 
 /// `POST /v1/completions`.
@@ -94,6 +96,7 @@ pub struct Params {
     pub stops: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    pub speculate: Option<bool>,
 }
 
 fn unsupported(param: &'static str, what: &str) -> ApiError {
@@ -194,6 +197,7 @@ impl Common {
                 .stream_options
                 .as_ref()
                 .is_some_and(|o| o.include_usage),
+            speculate: self.speculate,
         })
     }
 }

@@ -115,6 +115,7 @@ fn ten_thousand_joins_and_leaves_leave_the_core_bounded() {
                 pos: 0,
                 tokens: vec![1],
                 k: 4,
+                logit_rows: 1,
             };
             let _ = c.begin_step(t, req);
             c.remove_node(t, n, "left mid-step");

@@ -13,6 +13,9 @@ pub struct SessionInfo {
     pub id: u64,
     pub prompt_tokens: usize,
     pub generated: usize,
+    /// Speculative draft tokens sent and kept so far.
+    pub drafted: usize,
+    pub accepted: usize,
 }
 
 impl Core {
@@ -29,6 +32,8 @@ impl Core {
             SessionEntry {
                 prompt_tokens,
                 generated: 0,
+                drafted: 0,
+                accepted: 0,
                 touched: Default::default(),
             },
         );
@@ -51,6 +56,22 @@ impl Core {
         });
     }
 
+    /// A session's speculative drafts so far: `drafted` sent, `accepted` kept. Also counted
+    /// in the coordinator's totals (`/api/status`).
+    pub fn drafts_counted(&mut self, session: u64, drafted: usize, accepted: usize) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            self.drafted_total += drafted.saturating_sub(s.drafted) as u64;
+            self.accepted_total += accepted.saturating_sub(s.accepted) as u64;
+            s.drafted = drafted;
+            s.accepted = accepted;
+        }
+    }
+
+    /// Speculative draft tokens sent and kept over every session since the start.
+    pub fn draft_totals(&self) -> (u64, u64) {
+        (self.drafted_total, self.accepted_total)
+    }
+
     /// Frees `session`'s caches on every node that may hold them, before it replays
     /// `tokens` on a new route. Returns whether any node held them (then a
     /// `SessionReplayed` event says so).
@@ -67,6 +88,17 @@ impl Core {
         }
         self.emit(Event::SessionReplayed { session, tokens });
         true
+    }
+
+    /// Drops `session`'s cached tokens after the first `len` on every node that may hold them
+    /// (rejected speculative drafts), so its next step runs at position `len` without a replay.
+    pub fn truncate_session(&mut self, session: u64, len: usize) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        for node in s.touched.clone() {
+            self.send(node, CoordinatorMessage::Truncate { session, len });
+        }
     }
 
     /// Ends `session` however it ended (`reason`): its steps' replies will be dropped and its
@@ -93,6 +125,8 @@ impl Core {
                 id: *id,
                 prompt_tokens: s.prompt_tokens,
                 generated: s.generated,
+                drafted: s.drafted,
+                accepted: s.accepted,
             })
             .collect()
     }

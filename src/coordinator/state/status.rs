@@ -53,6 +53,10 @@ impl Core {
             "nodes": nodes,
             "shards": shards,
             "sessions": self.sessions(),
+            "speculation": {
+                "drafted": self.drafted_total,
+                "accepted": self.accepted_total,
+            },
             "unassigned": self.shards.iter().filter(|s| s.state == ShardState::Unassigned).count(),
         })
     }

@@ -20,7 +20,8 @@ use crate::coordinator::wire::{CoordinatorMessage, StepOutputKind};
 use crate::protocol::{self, Frame, MessageType, Tokens, TopLogits};
 
 /// One step a session asks for: `tokens` at positions `pos..`, on the route of `epoch`; the
-/// last node returns the `k` best logits of the last row.
+/// last node returns the `k` best logits of each of the last `logit_rows` rows (1, or one per
+/// token of a speculative verification step).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepRequest {
     pub session: u64,
@@ -28,6 +29,7 @@ pub struct StepRequest {
     pub pos: usize,
     pub tokens: Vec<u32>,
     pub k: usize,
+    pub logit_rows: usize,
 }
 
 /// Why a step could not start.
@@ -63,6 +65,7 @@ pub(super) struct Step {
     pub(super) pos: usize,
     pub(super) rows: usize,
     pub(super) k: usize,
+    pub(super) logit_rows: usize,
 }
 
 impl Step {
@@ -130,6 +133,7 @@ impl Core {
                 pos: req.pos,
                 rows: frame.dim0 as usize,
                 k: req.k.max(1),
+                logit_rows: req.logit_rows.clamp(1, frame.dim0 as usize),
             },
         );
         self.send_hop(now, id, 0, frame);
@@ -158,7 +162,10 @@ impl Core {
         let last = hop + 1 == step.route.len();
         let (rows, pos, session) = (step.rows, step.pos, step.session);
         let output = if last {
-            StepOutputKind::TopK { k: step.k }
+            StepOutputKind::TopK {
+                k: step.k,
+                rows: step.logit_rows,
+            }
         } else {
             StepOutputKind::Hidden {
                 encoding: self.cfg.encoding,
@@ -167,6 +174,7 @@ impl Core {
         let expected = if last {
             Expected::TopK {
                 k: step.k,
+                rows: step.logit_rows,
                 vocab: self.model.vocab,
             }
         } else {

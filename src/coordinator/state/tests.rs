@@ -120,6 +120,7 @@ fn top_reply(rid: u32, seq: u16, ids: &[u32]) -> Frame {
                 logit: 10.0 - i as f32,
             })
             .collect(),
+        rows: 1,
     }
     .to_frame(seq, rid)
     .unwrap()
@@ -168,6 +169,7 @@ fn request(c: &Core, session: u64, pos: usize, tokens: Vec<u32>) -> StepRequest 
         pos,
         tokens,
         k: K,
+        logit_rows: 1,
     }
 }
 

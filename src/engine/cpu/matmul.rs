@@ -2,10 +2,12 @@
 //! `out (T, N) = x (T, K) @ w (N, K)^T + bias (N)`.
 //!
 //! f16 matrices go to [`ops::matmul`]. Block matrices are read as blocks: rayon splits the
-//! output rows into tasks; for one token (decode) each row is a fused block dot product
-//! ([`blocks::dot_row`]) that decodes the weights in registers; for several tokens (prefill)
-//! each row is decoded once into a `K`-long scratch row and used for every token. No copy of
-//! the matrix is ever made in another type.
+//! output rows into tasks; for a few tokens (decode, and speculative verification steps of up
+//! to [`FUSED_MAX_T`] tokens) each row is a fused block dot product ([`blocks::dot_row`]) per
+//! token that decodes the weights in registers, so a token's result is bit for bit the same
+//! whether it came alone or with drafts; for more tokens (prefill) each row is decoded once
+//! into a `K`-long scratch row and used for every token. No copy of the matrix is ever made in
+//! another type.
 
 use half::f16;
 use rayon::prelude::*;
@@ -16,6 +18,8 @@ use crate::engine::weights::{Matrix, Stored};
 
 /// Weight rows per rayon task.
 const ROWS_PER_TASK: usize = 32;
+/// Most tokens of a step that take the fused per-token path.
+pub const FUSED_MAX_T: usize = 16;
 
 /// `out (T, N) = x (T, K) @ w (N, K)^T + bias (N)` with `N = w.rows`, `K = w.cols`.
 pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: usize) {
@@ -29,9 +33,10 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: u
     };
     let rb = ty.row_bytes(k);
     assert_eq!(bytes.len(), n * rb, "weight is not (N, K) of {ty}");
-    // Block sums of x for the Q4 offset terms, used by the one-token path: (K / 32).
-    let sums = if t == 1 {
-        blocks::block_sums(x)
+    // Block sums of each token's x for the Q4 offset terms, used by the fused path: T x (K / 32).
+    let fused = t <= FUSED_MAX_T && ty.is_block();
+    let sums: Vec<Vec<f32>> = if fused {
+        x.chunks_exact(k).map(blocks::block_sums).collect()
     } else {
         Vec::new()
     };
@@ -42,9 +47,12 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &Matrix, bias: Option<&[f16]>, t: u
         .map(|rows| {
             let nrows = rows.len() / rb;
             let mut acc = vec![0f32; nrows * t]; // (rows, T)
-            if t == 1 && ty.is_block() {
+            if fused {
                 for (r, row) in rows.chunks_exact(rb).enumerate() {
-                    acc[r] = blocks::dot_row(ty, row, x, &sums, avx2);
+                    for (ti, s) in sums.iter().enumerate() {
+                        let xt = &x[ti * k..(ti + 1) * k];
+                        acc[r * t + ti] = blocks::dot_row(ty, row, xt, s, avx2);
+                    }
                 }
             } else {
                 let mut wrow = vec![0f32; k]; // (K)
