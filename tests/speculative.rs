@@ -100,16 +100,26 @@ impl Cluster {
         panic!("pipeline never complete: {}", self.status());
     }
 
-    /// Starts a generation; its result comes from the returned task.
+    /// Starts a generation of the repeat prompt; its result comes from the returned task.
     fn spawn(
         &self,
         max_tokens: usize,
         sampling: SamplingParams,
         speculate: bool,
     ) -> tokio::task::JoinHandle<Done> {
+        self.spawn_prompt(repeat_prompt(), max_tokens, sampling, speculate)
+    }
+
+    fn spawn_prompt(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        sampling: SamplingParams,
+        speculate: bool,
+    ) -> tokio::task::JoinHandle<Done> {
         let coord = self.coord.clone();
         let req = GenerateRequest {
-            prompt: repeat_prompt().into(),
+            prompt: prompt.into(),
             max_tokens,
             sampling,
             speculate: Some(speculate),
@@ -160,10 +170,19 @@ fn split_default(tmp: &Path, n: usize) -> PathBuf {
 
 /// Ids of the single-process CPU engine for the repeat prompt.
 fn reference_ids(dir: &Path, sampling: &SamplingParams, max_tokens: usize) -> Vec<u32> {
+    reference_ids_for(dir, repeat_prompt(), sampling, max_tokens)
+}
+
+fn reference_ids_for(
+    dir: &Path,
+    prompt: &str,
+    sampling: &SamplingParams,
+    max_tokens: usize,
+) -> Vec<u32> {
     let m = ModelDir::open(dir).unwrap();
     let tok = m.tokenizer().unwrap();
     let mut pipe = m.cpu_pipeline().unwrap();
-    let ids = tok.encode(repeat_prompt()).unwrap();
+    let ids = tok.encode(prompt).unwrap();
     synapse::generate::generate(
         &mut pipe,
         &tok,
@@ -358,7 +377,10 @@ async fn a_failover_and_a_move_during_speculation_lose_and_repeat_no_token() {
 async fn a_node_that_keeps_rejected_drafts_cannot_change_the_answer() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = split_default(tmp.path(), 2);
-    let want = reference_ids(&dir, &SamplingParams::default(), 24);
+    // A list whose pattern breaks: the lookup drafts "3, 1, 2, 4" after "1, 2," and the model
+    // disagrees, so drafts are rejected and the caches must be cut.
+    let prompt = "Counting: 1, 2, 3, 1, 2, 4, 1, 2, 5, 1, 2,";
+    let want = reference_ids_for(&dir, prompt, &SamplingParams::default(), 24);
     let cluster = Cluster::start(&dir).await;
     let _a = cluster.node("a", &dir);
     let liar =
@@ -369,7 +391,13 @@ async fn a_node_that_keeps_rejected_drafts_cannot_change_the_answer() {
     })));
     cluster.wait_complete(2).await;
     let mut events = cluster.coord.subscribe();
-    let done = cluster.generate(24, SamplingParams::default(), true).await;
+    let done = tokio::time::timeout(
+        Duration::from_secs(300),
+        cluster.spawn_prompt(prompt, 24, SamplingParams::default(), true),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(done.ids, want, "{:?}", done.text);
     let mut failed = 0;
     while let Ok(e) = events.try_recv() {
