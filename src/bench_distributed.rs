@@ -35,7 +35,10 @@ pub struct DistributedResult {
     pub task: &'static str,
     /// Speculative decoding on for this run.
     pub speculate: bool,
+    /// Median over the runs.
     pub decode_tokens_per_second: f64,
+    /// Slowest and fastest run.
+    pub decode_range: (f64, f64),
     /// Decode speed relative to the single-process engine.
     pub relative_to_local: f64,
     /// Decode speed relative to the same setup and task without speculation (1 for those).
@@ -61,6 +64,8 @@ pub struct DistributedBench {
     pub net_delay: Duration,
     /// Also run each task with speculative decoding and compare.
     pub speculate: bool,
+    /// Generations of each (task, speculation) pair, interleaved; the median speed is reported.
+    pub runs: usize,
 }
 
 const PROSE: &str = "The history of the printing press begins";
@@ -101,6 +106,7 @@ pub fn run(dir: &Path, bench: &DistributedBench) -> Result<Vec<DistributedResult
         task: "prose",
         speculate: false,
         decode_tokens_per_second: local_tps,
+        decode_range: (local_tps, local_tps),
         relative_to_local: 1.0,
         relative_to_plain: 1.0,
         added_ms_per_hop: 0.0,
@@ -164,30 +170,40 @@ async fn one(
     let setup = format!("{n} node{}", if n == 1 { "" } else { "s" });
     let mut out = Vec::new();
     for (task, prompt) in TASKS {
-        let plain = generation(&coord, prompt, bench.gen_tokens, false).await?;
-        let mut runs = vec![(false, plain.clone())];
-        if bench.speculate {
-            runs.push((
-                true,
-                generation(&coord, prompt, bench.gen_tokens, true).await?,
-            ));
+        // Plain and speculative runs alternate, so a change in the machine's load falls on both.
+        let modes: &[bool] = if bench.speculate {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); modes.len()];
+        for _ in 0..bench.runs.max(1) {
+            for (i, &speculate) in modes.iter().enumerate() {
+                runs[i].push(generation(&coord, prompt, bench.gen_tokens, speculate).await?);
+            }
         }
-        for (speculate, g) in runs {
-            let per_token_ms = 1000.0 / g.tps;
+        let plain_ids = runs[0][0].ids.clone();
+        let plain_tps = median(runs[0].iter().map(|r| r.tps).collect());
+        for (&speculate, rs) in modes.iter().zip(&runs) {
+            let tps = median(rs.iter().map(|r| r.tps).collect());
+            let lo = rs.iter().map(|r| r.tps).fold(f64::INFINITY, f64::min);
+            let hi = rs.iter().map(|r| r.tps).fold(0.0, f64::max);
+            let last = rs.last().expect("at least one run");
             out.push(DistributedResult {
                 setup: setup.clone(),
                 nodes: n,
                 hops,
                 task,
                 speculate,
-                decode_tokens_per_second: g.tps,
-                relative_to_local: g.tps / local_tps,
-                relative_to_plain: g.tps / plain.tps,
-                added_ms_per_hop: (per_token_ms - 1000.0 / local_tps) / hops.max(1) as f64,
-                mean_hop_ms: g.mean_hop_ms,
-                drafted: g.drafted,
-                accepted: g.accepted,
-                same_ids_as_plain: g.ids == plain.ids,
+                decode_tokens_per_second: tps,
+                decode_range: (lo, hi),
+                relative_to_local: tps / local_tps,
+                relative_to_plain: tps / plain_tps,
+                added_ms_per_hop: (1000.0 / tps - 1000.0 / local_tps) / hops.max(1) as f64,
+                mean_hop_ms: rs.iter().map(|r| r.mean_hop_ms).sum::<f64>() / rs.len() as f64,
+                drafted: last.drafted,
+                accepted: last.accepted,
+                same_ids_as_plain: rs.iter().all(|r| r.ids == plain_ids),
             });
         }
     }
@@ -222,6 +238,19 @@ async fn wait_placed(coord: &Coordinator, n: usize) -> Result<usize> {
             return Ok(busy);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

@@ -69,6 +69,10 @@ pub struct Args {
     /// With --distributed: skip the runs with speculative decoding.
     #[arg(long, requires = "distributed")]
     no_speculate: bool,
+    /// With --distributed: generations of each prompt with and without speculation,
+    /// alternating; the median speed is reported with the range.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50), requires = "distributed")]
+    runs: u64,
 }
 
 enum Loaded {
@@ -359,6 +363,7 @@ fn network(args: &Args) -> Result<()> {
         gen_tokens: args.gen_tokens.max(8),
         net_delay: std::time::Duration::from_secs_f64(args.net_delay_ms / 1000.0),
         speculate: !args.no_speculate,
+        runs: args.runs as usize,
     };
     let results = synapse::bench_distributed::run(&dir, &bench)?;
     if args.json {
@@ -367,16 +372,17 @@ fn network(args: &Args) -> Result<()> {
         }
     } else {
         println!(
-            "net delay {} ms each way, {} tokens a run",
-            args.net_delay_ms, bench.gen_tokens
+            "net delay {} ms each way, {} tokens a run, median of {} runs (range)",
+            args.net_delay_ms, bench.gen_tokens, bench.runs
         );
         println!(
-            "{:<10} {:>5} {:<7} {:<5} {:>12} {:>9} {:>9} {:>12} {:>11} {:>10} {:>9}",
+            "{:<10} {:>5} {:<7} {:<5} {:>12} {:>13} {:>9} {:>9} {:>12} {:>11} {:>10} {:>9}",
             "setup",
             "hops",
             "task",
             "spec",
             "decode tok/s",
+            "range",
             "vs local",
             "vs plain",
             "added ms/hop",
@@ -386,12 +392,13 @@ fn network(args: &Args) -> Result<()> {
         );
         for r in &results {
             println!(
-                "{:<10} {:>5} {:<7} {:<5} {:>12.2} {:>8.0}% {:>8.2}x {:>12.2} {:>11.2} {:>10} {:>9}",
+                "{:<10} {:>5} {:<7} {:<5} {:>12.2} {:>13} {:>8.0}% {:>8.2}x {:>12.2} {:>11.2} {:>10} {:>9}",
                 r.setup,
                 r.hops,
                 r.task,
                 if r.speculate { "on" } else { "off" },
                 r.decode_tokens_per_second,
+                format!("{:.1}-{:.1}", r.decode_range.0, r.decode_range.1),
                 r.relative_to_local * 100.0,
                 r.relative_to_plain,
                 r.added_ms_per_hop,

@@ -31,7 +31,7 @@ impl Default for SpeculateConfig {
         SpeculateConfig {
             enabled: true,
             max_draft: 8,
-            ngram_min: 2,
+            ngram_min: 3,
             ngram_max: 4,
         }
     }
@@ -97,10 +97,11 @@ impl DraftControl {
     pub fn new(max: usize) -> DraftControl {
         DraftControl {
             max,
-            // A prior of four successes and one failure (a = 0.8) until the session shows its
-            // own: a prompt-lookup draft exists only where the text repeats.
-            accepted: 4.0,
-            rejected: 1.0,
+            // A prior of a = 0.8, worth two and a half tokens of evidence, until the session
+            // shows its own: a prompt-lookup draft exists only where the text repeats, and a
+            // couple of rejections are enough to shorten the drafts.
+            accepted: 2.0,
+            rejected: 0.5,
             base: None,
             per_draft: None,
             idle: 0,
