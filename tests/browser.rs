@@ -311,6 +311,7 @@ async fn mixed_cluster(dir: &Path, prompt: &str, want: &[u32]) -> Mixed {
         .as_u64()
         .unwrap();
     assert!(browser_tokens > 0, "the browser node worked: {s}");
+    eprintln!("speculation: {}", s["speculation"]);
     Mixed {
         cluster,
         page,
