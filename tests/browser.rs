@@ -311,7 +311,6 @@ async fn mixed_cluster(dir: &Path, prompt: &str, want: &[u32]) -> Mixed {
         .as_u64()
         .unwrap();
     assert!(browser_tokens > 0, "the browser node worked: {s}");
-    eprintln!("speculation: {}", s["speculation"]);
     Mixed {
         cluster,
         page,
@@ -338,6 +337,16 @@ async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab(
         _native_stop: _keep_native,
     } = mixed_cluster(&dir, prompt, &want).await;
     eprintln!("first generation done after {:?}", started.elapsed());
+
+    // Longer, the tiny model repeats itself (a run of one token): speculative drafts are
+    // verified by the browser, which holds the head (a top-k for every drafted row) and the
+    // embedding (truncated after rejected drafts), and the ids stay the CPU engine's.
+    let ids = cluster.generate(prompt, want_long.len()).await;
+    assert_eq!(ids, want_long, "speculative generation through the browser");
+    let s = cluster.status();
+    let accepted = s["speculation"]["accepted"].as_u64().unwrap();
+    assert!(accepted > 0, "drafts were accepted: {}", s["speculation"]);
+    eprintln!("speculation through the browser: {}", s["speculation"]);
 
     // Reload the tab: it leaves (failover puts its shards on the native node), joins again as
     // a new node, and the shard the coordinator gives it back comes from the browser's cache.
