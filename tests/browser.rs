@@ -219,11 +219,21 @@ impl Cluster {
     }
 
     async fn generate(&self, prompt: &str, max_tokens: usize) -> Vec<u32> {
+        self.generate_with(prompt, max_tokens, &SamplingParams::default())
+            .await
+    }
+
+    async fn generate_with(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        sampling: &SamplingParams,
+    ) -> Vec<u32> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let req = serde_json::from_value(
-            serde_json::json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}),
-        )
-        .unwrap();
+        let mut body = serde_json::to_value(sampling).unwrap();
+        body["prompt"] = serde_json::json!(prompt);
+        body["max_tokens"] = serde_json::json!(max_tokens);
+        let req = serde_json::from_value(body).unwrap();
         let coord = self.coord.clone();
         tokio::spawn(async move { coord.generate(req, tx).await });
         while let Some(e) = rx.recv().await {
@@ -239,6 +249,15 @@ impl Cluster {
 
 /// Greedy ids of the single-process CPU engine on a model directory.
 fn reference_ids(dir: &Path, prompt: &str, max_tokens: usize) -> Vec<u32> {
+    reference_ids_with(dir, prompt, max_tokens, &SamplingParams::default())
+}
+
+fn reference_ids_with(
+    dir: &Path,
+    prompt: &str,
+    max_tokens: usize,
+    sampling: &SamplingParams,
+) -> Vec<u32> {
     let m = ModelDir::open(dir).unwrap();
     let tok = m.tokenizer().unwrap();
     let mut pipe = m.cpu_pipeline().unwrap();
@@ -247,7 +266,7 @@ fn reference_ids(dir: &Path, prompt: &str, max_tokens: usize) -> Vec<u32> {
         &mut pipe,
         &tok,
         &ids,
-        &SamplingParams::default(),
+        sampling,
         max_tokens,
         &m.manifest.config.eos_token_ids,
         |_| {},
@@ -343,10 +362,35 @@ async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab(
     // embedding (truncated after rejected drafts), and the ids stay the CPU engine's.
     let ids = cluster.generate(prompt, want_long.len()).await;
     assert_eq!(ids, want_long, "speculative generation through the browser");
-    let s = cluster.status();
-    let accepted = s["speculation"]["accepted"].as_u64().unwrap();
-    assert!(accepted > 0, "drafts were accepted: {}", s["speculation"]);
-    eprintln!("speculation through the browser: {}", s["speculation"]);
+    let s = cluster.status()["speculation"].clone();
+    eprintln!("speculation through the browser: {s}");
+    let count = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    assert!(count(&s, "accepted") > 0, "drafts were accepted: {s}");
+    // The run of one token ends: the drafts continuing it are rejected and cut from the caches.
+    assert!(
+        count(&s, "drafted") > count(&s, "accepted"),
+        "drafts were rejected: {s}"
+    );
+    // Seeded sampling through the browser: the same tokens as the CPU engine's seeded run.
+    let prompt_rep = "hello world hello world hello world hello world";
+    let seeded = SamplingParams {
+        temperature: 1.0,
+        top_k: 20,
+        seed: 7,
+        ..SamplingParams::default()
+    };
+    let want_seeded = reference_ids_with(&dir, prompt_rep, 40, &seeded);
+    let before = cluster.status()["speculation"].clone();
+    let ids = cluster.generate_with(prompt_rep, 40, &seeded).await;
+    assert_eq!(
+        ids, want_seeded,
+        "seeded speculative generation through the browser"
+    );
+    let after = cluster.status()["speculation"].clone();
+    eprintln!(
+        "seeded: {} tokens, speculation before {before}, after {after}",
+        ids.len()
+    );
 
     // Reload the tab: it leaves (failover puts its shards on the native node), joins again as
     // a new node, and the shard the coordinator gives it back comes from the browser's cache.

@@ -313,16 +313,22 @@ fn verification_rows_and_truncation_match_one_token_steps() {
     let close = |what: &str, a: &[(u32, f32)], b: &[(u32, f32)]| {
         let ids = |v: &[(u32, f32)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
         assert_eq!(ids(a), ids(b), "{what}: top-k ids");
-        let worst = a.iter().zip(b).map(|(x, y)| (x.1 - y.1).abs()).fold(0.0, f32::max);
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x.1 - y.1).abs())
+            .fold(0.0, f32::max);
         assert!(worst < ATOL, "{what}: logits differ by {worst}");
     };
     ex.open_session(1).unwrap();
-    ex.step(1, 0, StepInput::Tokens(&prompt), LogitsMode::Last).unwrap();
+    ex.step(1, 0, StepInput::Tokens(&prompt), LogitsMode::Last)
+        .unwrap();
     let rows = ex
         .step_top_k_rows(1, l, StepInput::Tokens(&drafts), k, drafts.len())
         .unwrap();
     ex.open_session(2).unwrap();
-    ex.step(2, 0, StepInput::Tokens(&prompt), LogitsMode::Last).unwrap();
+    ex.step(2, 0, StepInput::Tokens(&prompt), LogitsMode::Last)
+        .unwrap();
     for (i, &d) in drafts.iter().enumerate() {
         let one = ex.step_top_k(2, l + i, StepInput::Tokens(&[d]), k).unwrap();
         close(&format!("row {i}"), &rows[i], &one);
@@ -330,12 +336,17 @@ fn verification_rows_and_truncation_match_one_token_steps() {
     ex.truncate_session(1, l + 2).unwrap();
     assert_eq!(ex.session_len(1), Some(l + 2));
     let next = (drafts[3] + 5) % vocab;
-    let cut = ex.step_top_k(1, l + 2, StepInput::Tokens(&[next]), k).unwrap();
+    let cut = ex
+        .step_top_k(1, l + 2, StepInput::Tokens(&[next]), k)
+        .unwrap();
     ex.open_session(3).unwrap();
     let mut seq = prompt.clone();
     seq.extend_from_slice(&drafts[..2]);
-    ex.step(3, 0, StepInput::Tokens(&seq), LogitsMode::Last).unwrap();
-    let fresh = ex.step_top_k(3, l + 2, StepInput::Tokens(&[next]), k).unwrap();
+    ex.step(3, 0, StepInput::Tokens(&seq), LogitsMode::Last)
+        .unwrap();
+    let fresh = ex
+        .step_top_k(3, l + 2, StepInput::Tokens(&[next]), k)
+        .unwrap();
     close("after truncation", &cut, &fresh);
     assert!(ex.truncate_session(1, l + 10).is_err(), "past the cache");
     assert!(ex.truncate_session(42, 0).is_err(), "unknown session");

@@ -516,18 +516,19 @@ mod tests {
         let (r, _, _) = step3(s.next(1));
         assert_eq!(r.tokens.len(), 6, "the prompt, no drafts in a prefill");
         assert_eq!(s.step_done(top(3)), one(3));
-        // [1, 2, 3] occurred before: drafts from [4, 1, 2, 3] after the last token 3 (as
-        // many as the controller's prior finds worth it).
+        // [1, 2, 3] occurred before: drafts from [4, 1, 2, 3, 4, ...] (the copy repeating
+        // with its period) after the last token 3, as many as the controller's prior finds
+        // worth it.
         let (r, _, truncate) = step3(s.next(1));
         assert_eq!(truncate, None);
         let n = s.drafting();
-        assert!((2..=4).contains(&n), "{n} drafts");
+        assert!((2..=8).contains(&n), "{n} drafts");
         assert_eq!((r.pos, r.tokens[0]), (6, 3));
-        assert_eq!(r.tokens[1..], [4, 1, 2, 3][..n]);
+        assert_eq!(r.tokens[1..], [4, 1, 2, 3, 4, 1, 2, 3][..n]);
         assert_eq!(r.logit_rows, n + 1);
         // The model agrees with 4 and 1, then says 9: three tokens from one step.
         assert_eq!(
-            s.step_done(rows(&[4, 1, 9, 5, 5][..n + 1])),
+            s.step_done(rows(&[4, 1, 9, 5, 5, 5, 5, 5, 5][..n + 1])),
             Advance::Tokens {
                 ids: vec![4, 1, 9],
                 eos: false
@@ -572,7 +573,7 @@ mod tests {
         // The model agrees with 4, then ends the text.
         let n = s.drafting();
         assert_eq!(
-            s.step_done(rows(&[4, 0, 2, 3, 3][..n + 1])),
+            s.step_done(rows(&[4, 0, 2, 3, 3, 3, 3, 3, 3][..n + 1])),
             Advance::Tokens {
                 ids: vec![4],
                 eos: true

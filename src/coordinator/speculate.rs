@@ -39,7 +39,9 @@ impl Default for SpeculateConfig {
 
 /// Prompt-lookup drafting: the tokens that followed the most recent earlier occurrence of the
 /// sequence's last n tokens (n from `ngram_max` down to `ngram_min`, longest match first), at
-/// most `max` of them. Empty when no suffix occurred before.
+/// most `max` of them. Where that continuation reaches the end of the sequence the copy goes
+/// on copying itself (the text is taken to repeat with its period), so a loop of a few tokens
+/// drafts `max` tokens, not one. Empty when no suffix occurred before.
 pub fn prompt_lookup(seq: &[u32], ngram_min: usize, ngram_max: usize, max: usize) -> Vec<u32> {
     let len = seq.len();
     if max == 0 || ngram_min == 0 {
@@ -53,10 +55,8 @@ pub fn prompt_lookup(seq: &[u32], ngram_min: usize, ngram_max: usize, max: usize
         // The most recent occurrence that is not the suffix itself.
         if let Some(start) = (0..len - n).rev().find(|&i| &seq[i..i + n] == pattern) {
             let from = start + n;
-            let to = (from + max).min(len);
-            if from < to {
-                return seq[from..to].to_vec();
-            }
+            let period = len - from;
+            return (0..max).map(|j| seq[from + j % period]).collect();
         }
     }
     Vec::new()
@@ -191,9 +191,10 @@ mod tests {
         let seq = [1, 2, 3, 4, 9, 2, 3, 7, 8, 2, 3];
         // Suffix [2, 3] occurred at 1 and 5: the latest (5) continues with 7, 8, 2.
         assert_eq!(prompt_lookup(&seq, 2, 4, 3), vec![7, 8, 2]);
-        // A longer suffix [8, 2, 3] never occurred before; [2, 3] did.
-        assert_eq!(prompt_lookup(&seq, 2, 3, 8), vec![7, 8, 2, 3]);
-        // At most `max`, and never past the end of the sequence.
+        // A longer suffix [8, 2, 3] never occurred before; [2, 3] did. Past the end of the
+        // sequence the copy repeats with its period ([7, 8, 2, 3]).
+        assert_eq!(prompt_lookup(&seq, 2, 3, 8), vec![7, 8, 2, 3, 7, 8, 2, 3]);
+        // At most `max`.
         assert_eq!(prompt_lookup(&seq, 2, 4, 1), vec![7]);
         assert!(prompt_lookup(&[5, 6, 7], 2, 4, 4).is_empty(), "no repeat");
         assert!(prompt_lookup(&[], 2, 4, 4).is_empty());
@@ -206,7 +207,11 @@ mod tests {
     #[test]
     fn a_repeated_run_drafts_its_own_continuation() {
         let seq: Vec<u32> = [10, 11, 12, 13].repeat(3);
-        assert_eq!(prompt_lookup(&seq, 2, 4, 8), vec![10, 11, 12, 13]);
+        assert_eq!(prompt_lookup(&seq, 2, 4, 6), vec![10, 11, 12, 13, 10, 11]);
+        // A token repeated: its last occurrence is right before the suffix, the copy still
+        // gives a whole draft.
+        let seq = [5, 9, 9, 9, 9];
+        assert_eq!(prompt_lookup(&seq, 3, 4, 4), vec![9, 9, 9, 9]);
     }
 
     #[test]
