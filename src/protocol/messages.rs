@@ -181,7 +181,7 @@ impl TopLogits {
         let rows =
             u32::try_from(self.rows).map_err(|_| bad_shape(t, u32::MAX, 0, "too many rows"))?;
         let n = self.entries.len();
-        if rows == 0 || n == 0 || n % self.rows != 0 {
+        if rows == 0 || n == 0 || !n.is_multiple_of(self.rows) {
             return Err(bad_shape(
                 t,
                 rows,
