@@ -225,6 +225,29 @@ async fn a_hidden_state_of_the_wrong_width_blames_its_sender() {
     .await;
 }
 
+/// Well-formed hidden states of the wrong scale after the hop has shown its own (issue 12's
+/// cheap checks): all zeros (what a lost GPU's buffers read as) and a million times too large.
+/// The sender is caught and the answer stays right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_states_far_off_their_hops_scale_blame_their_sender() {
+    for (case, factor) in [("zeros", 0.0f32), ("x1e6", 1e6)] {
+        let rewrite = frames(move |seen, f| {
+            if seen.frames_before < 6 {
+                return None;
+            }
+            edit_activation(f, |a| a.data.iter_mut().for_each(|x| *x *= factor))
+        });
+        liar_case(
+            case,
+            Place::First,
+            WireEncoding::F32,
+            rewrite,
+            "implausible scale",
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hidden_state_with_one_row_too_many_blames_its_sender() {
     let rewrite = frames(|_, f| {

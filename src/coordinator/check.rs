@@ -7,9 +7,25 @@
 //! A mismatch is the sender's failed step: relayed, the next (honest) node would refuse the
 //! frame and be blamed for it; sampled, an id beyond the vocabulary would be fed to the first
 //! node, which would refuse it and be blamed.
+//!
+//! Beyond the shape, cheap plausibility checks on every frame: a logit beyond ±[`MAX_ABS_LOGIT`]
+//! is absurd, and each hop's hidden states keep to the scale that hop has produced so far
+//! ([`ScaleRange`]: the root mean square of every row within [`SCALE_SLACK`] times the range
+//! seen, once [`SCALE_WARMUP_ROWS`] rows are known). They catch a node whose output is wildly
+//! wrong (a lost GPU, garbage memory, a crude edit), not one that lies subtly: that takes
+//! recomputing its work.
 
 use super::wire::WireEncoding;
-use crate::protocol::{Encoding, Frame, Limits, MessageType, ProtocolError, TopLogits};
+use crate::protocol::{Activation, Encoding, Frame, Limits, MessageType, ProtocolError, TopLogits};
+
+/// Largest |logit| a node may return: real models' logits stay within a few hundred.
+pub const MAX_ABS_LOGIT: f32 = 1e4;
+/// Rows of hidden states a hop must have produced before their scale is checked.
+pub const SCALE_WARMUP_ROWS: u32 = 4;
+/// How far outside the range of row RMS a hop has produced a new row may fall, as a factor.
+/// Generous: the first position's hidden states of Llama-family models are often tens of
+/// times larger than the rest.
+pub const SCALE_SLACK: f32 = 64.0;
 
 /// What a hop was asked to return.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,8 +98,71 @@ pub enum ReplyError {
         logit: f32,
         above: usize,
     },
+    #[error(
+        "returned an absurd logit {logit} (row {row}, entry {index}); at most ±{MAX_ABS_LOGIT}"
+    )]
+    AbsurdLogit {
+        logit: f32,
+        row: usize,
+        index: usize,
+    },
+    #[error(
+        "returned hidden states of an implausible scale: row {row} has RMS {rms:e}, this hop has produced {lo:e} to {hi:e}"
+    )]
+    Scale {
+        row: usize,
+        rms: f32,
+        lo: f32,
+        hi: f32,
+    },
     #[error("returned a frame that does not read as its type: {0}")]
     Unreadable(#[from] ProtocolError),
+}
+
+/// The range of row RMS one hop's hidden states have shown (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ScaleRange {
+    rows: u32,
+    lo: f32,
+    hi: f32,
+}
+
+impl ScaleRange {
+    /// Checks every row of `frame` (an ACTIVATION that passed [`check_reply`]) against the
+    /// range, then widens the range by them; a frame that fails teaches nothing.
+    pub fn check(&mut self, frame: &Frame) -> Result<(), ReplyError> {
+        let act = Activation::from_frame(frame, &Limits::default())?;
+        let cols = act.cols.max(1) as usize;
+        let rms: Vec<f32> = act
+            .data
+            .chunks(cols)
+            .map(|r| (r.iter().map(|x| x * x).sum::<f32>() / cols as f32).sqrt())
+            .collect();
+        if self.rows >= SCALE_WARMUP_ROWS {
+            let (lo, hi) = (self.lo / SCALE_SLACK, self.hi * SCALE_SLACK);
+            if let Some((row, &r)) = rms
+                .iter()
+                .enumerate()
+                .find(|&(_, &r)| !(lo..=hi).contains(&r))
+            {
+                return Err(ReplyError::Scale {
+                    row,
+                    rms: r,
+                    lo: self.lo,
+                    hi: self.hi,
+                });
+            }
+        }
+        for &r in &rms {
+            if self.rows == 0 {
+                (self.lo, self.hi) = (r, r);
+            }
+            self.lo = self.lo.min(r);
+            self.hi = self.hi.max(r);
+            self.rows = self.rows.saturating_add(1);
+        }
+        Ok(())
+    }
 }
 
 /// Checks `frame` (already decoded under the limits) against what the hop was asked for, and
@@ -178,6 +257,13 @@ pub fn check_reply(frame: Frame, want: Expected, seq_pos: u16) -> Result<Checked
                             row,
                             first,
                             second: index,
+                        });
+                    }
+                    if e.logit.abs() > MAX_ABS_LOGIT {
+                        return Err(ReplyError::AbsurdLogit {
+                            logit: e.logit,
+                            row,
+                            index,
                         });
                     }
                     if index > 0 && e.logit > entries[index - 1].logit {
@@ -338,6 +424,44 @@ mod tests {
                 above: 0
             }
         );
+    }
+
+    #[test]
+    fn absurd_logits_and_hidden_states_far_off_their_hops_scale_are_refused() {
+        assert!(matches!(
+            check_reply(top(&[(5, 3e5), (9, 2.0), (1, 1.0)]), K, SEQ).unwrap_err(),
+            ReplyError::AbsurdLogit {
+                row: 0,
+                index: 0,
+                ..
+            }
+        ));
+        let scaled = |rows: u32, s: f32| {
+            let data = (0..rows * 8).map(|i| ((i % 5) as f32 - 2.0) * s).collect();
+            Activation::new(rows, 8, data)
+                .unwrap()
+                .to_frame(SEQ, 3, Encoding::F32, false)
+                .unwrap()
+        };
+        let mut range = ScaleRange::default();
+        // Warm-up: anything goes, and is learned (scales 1 to 10).
+        range.check(&scaled(2, 1.0)).unwrap();
+        range.check(&scaled(2, 10.0)).unwrap();
+        // Within 64x of the range: fine, even the odd large first position.
+        range.check(&scaled(1, 300.0)).unwrap();
+        range.check(&scaled(2, 0.05)).unwrap();
+        // Far outside: refused, and not learned.
+        let e = range.check(&scaled(2, 1e6)).unwrap_err();
+        assert!(matches!(e, ReplyError::Scale { row: 0, .. }), "{e}");
+        assert!(
+            range.check(&scaled(1, 1e6)).is_err(),
+            "a refused frame teaches nothing"
+        );
+        assert!(
+            range.check(&scaled(1, 1e-7)).is_err(),
+            "too small is as wrong"
+        );
+        range.check(&scaled(1, 2.0)).unwrap();
     }
 
     #[test]

@@ -278,6 +278,8 @@ pub struct Core {
     /// Speculative draft tokens sent and kept, over all sessions.
     drafted_total: u64,
     accepted_total: u64,
+    /// The scale of the hidden states each shard's output has shown (by the hop's last shard).
+    scales: Vec<crate::coordinator::check::ScaleRange>,
 }
 
 /// A rebalance happens only when it makes the slowest node's time per token at most this
@@ -289,6 +291,7 @@ impl Core {
     pub fn new(cfg: CoreConfig, model: ModelShape) -> Core {
         Core {
             shards: vec![ShardEntry::FREE; model.shards.len()],
+            scales: vec![Default::default(); model.shards.len()],
             cfg,
             model,
             nodes: BTreeMap::new(),

@@ -276,7 +276,15 @@ impl Core {
         }
         let received_kind = kind_name(frame.msg_type);
         let received_bytes = frame.encoded_len();
-        let checked = match check_reply(frame, p.expected, p.seq) {
+        let last_shard = self.steps[&p.step].route[p.hop].last;
+        let checked = check_reply(frame, p.expected, p.seq).and_then(|c| match c {
+            // The hop's hidden states keep to the scale it has produced so far.
+            Checked::Hidden(f) => self.scales[last_shard]
+                .check(&f)
+                .map(|()| Checked::Hidden(f)),
+            top => Ok(top),
+        });
+        let checked = match checked {
             Ok(c) => c,
             Err(e) => {
                 let why = e.to_string();
