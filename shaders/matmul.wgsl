@@ -38,6 +38,15 @@ const FLAG_ACCUMULATE: u32 = 4u;
 const FLAG_SILU_GATE: u32 = 8u;
 const FLAG_NORM: u32 = 16u;
 const FLAG_RMS: u32 = 32u;
+// Decode only (matvec, T = 1): x is attention's per-split partial outputs (attention.wgsl's
+// part_acc, (heads, splits, hd)) and part_ml their (max, sum); the product's input is their
+// merge, computed as attn_combine does, so the combine never needs its own dispatch.
+const FLAG_ATT_COMBINE: u32 = 64u;
+// Largest K and heads * splits the merged input may have (it is staged in workgroup memory).
+const MATVEC_COMBINE_MAX_K: u32 = 2048u;
+const MATVEC_COMBINE_MAX_SLOTS: u32 = 1024u;
+// Stands in for -infinity, as in attention.wgsl.
+const COMBINE_NEG: f32 = -3.0e38;
 
 struct Params {
     t: u32,          // tokens (rows of x and out)
@@ -52,6 +61,10 @@ struct Params {
     flags: u32,      // FLAG_*
     eps: f32,        // of the norm (FLAG_NORM)
     lanes: u32,      // matvec lanes per output feature
+    heads: u32,      // attention heads of the merged input (FLAG_ATT_COMBINE)
+    splits: u32,     // key splits per head of the merged input (FLAG_ATT_COMBINE)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,6 +77,8 @@ struct Params {
 // The norm's weight and bias (FLAG_NORM), f16 packed two per u32.
 @group(0) @binding(6) var<storage, read> norm_w: array<u32>;
 @group(0) @binding(7) var<storage, read> norm_b: array<u32>;
+// Attention's per-split (max, sum) (FLAG_ATT_COMBINE, matvec only).
+@group(0) @binding(8) var<storage, read> part_ml: array<vec2<f32>>;
 
 fn bias_at(i: u32) -> f32 {
     let pair = unpack2x16float(bias[i >> 1u]);
@@ -175,6 +190,39 @@ fn x4_at(base4: u32, i4: u32, mean: f32, rstd: f32) -> vec4<f32> {
 
 var<workgroup> red: array<f32, MATVEC_WG>;
 var<workgroup> red2: array<f32, MATVEC_WG>;
+// FLAG_ATT_COMBINE: each split's factor e^(m_s - M), then the merged input row.
+var<workgroup> comb_f: array<f32, MATVEC_COMBINE_MAX_SLOTS>;
+var<workgroup> comb_x: array<vec4<f32>, MATVEC_COMBINE_MAX_K / 4u>;
+
+// The merged attention output (FLAG_ATT_COMBINE) into comb_x, with attn_combine's arithmetic:
+// out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
+fn matvec_combine(li: u32) {
+    let s_n = p.splits;
+    let h4 = p.k / (4u * p.heads);
+    for (var h = li; h < p.heads; h += MATVEC_WG) {
+        var big = COMBINE_NEG;
+        for (var s = 0u; s < s_n; s++) {
+            big = max(big, part_ml[h * s_n + s].x);
+        }
+        for (var s = 0u; s < s_n; s++) {
+            comb_f[h * s_n + s] = exp(part_ml[h * s_n + s].x - big);
+        }
+    }
+    workgroupBarrier();
+    for (var i = li; i < p.k / 4u; i += MATVEC_WG) {
+        let h = i / h4;
+        let d4 = i % h4;
+        var l = 0.0;
+        var o = vec4<f32>(0.0);
+        for (var s = 0u; s < s_n; s++) {
+            let f = comb_f[h * s_n + s];
+            l += part_ml[h * s_n + s].y * f;
+            o += xv[(h * s_n + s) * h4 + d4] * f;
+        }
+        comb_x[i] = o / l;
+    }
+    workgroupBarrier();
+}
 
 // Sum of v over the matvec workgroup; every invocation gets it.
 fn matvec_sum(li: u32, v: f32) -> f32 {
@@ -237,6 +285,11 @@ fn matvec(
     let row = min(n, p.n - 1u) * p.k_vec;
     // Whole vec4 reads of x need K a multiple of 8 and rows starting on a vec4.
     let aligned = (p.k % 8u) == 0u && (p.x_off % 4u) == 0u && (p.x_stride % 4u) == 0u;
+    // The host sets FLAG_ATT_COMBINE only for T = 1 and K a multiple of 8.
+    let combining = (p.flags & FLAG_ATT_COMBINE) != 0u;
+    if (combining) {
+        matvec_combine(li);
+    }
     for (var t = 0u; t < p.t; t++) {
         let xb = p.x_off + t * p.x_stride;
         var st = vec2<f32>(0.0, 1.0);
@@ -244,7 +297,11 @@ fn matvec(
             st = matvec_stats(li, xb);
         }
         var acc = 0.0;
-        if (valid && aligned) {
+        if (valid && combining) {
+            for (var c = lane; c < p.k_vec; c += lanes) {
+                acc += dot8(w[row + c], comb_x[2u * c], comb_x[2u * c + 1u]);
+            }
+        } else if (valid && aligned) {
             let xb4 = xb / 4u;
             for (var c = lane; c < p.k_vec; c += lanes) {
                 acc += dot8(w[row + c], x4_at(xb4, 2u * c, st.x, st.y), x4_at(xb4, 2u * c + 1u, st.x, st.y));

@@ -410,6 +410,92 @@ fn causal_grouped_query_attention_over_a_cache() {
 }
 
 #[test]
+fn decode_attention_reading_qkv_matches_qkv_rope_then_attention() {
+    // Decode's fusion: the partial pass reads q and the new key and value from the qkv row,
+    // rotates them, and appends the row to the caches itself.
+    let mut r = rng(11);
+    let mut g = ops_on(context());
+    let cases = [
+        // (pos, heads, kv heads, hd, RoPE theta)
+        (0, 3, 3, 16, Some(10000.0)),
+        (5, 3, 3, 16, None),
+        (130, 6, 2, 12, Some(10000.0)),
+        (600, 9, 3, 64, Some(100000.0)),
+        (64, 4, 1, 72, None),
+    ];
+    for (pos, heads, kv_heads, hd, theta) in cases {
+        let h = Heads {
+            heads,
+            kv_heads,
+            hd,
+        };
+        let kvd = kv_heads * hd;
+        let qkv = rand_f32(&mut r, (heads + 2 * kv_heads) * hd, 1.0);
+        let kp = rand_f32(&mut r, pos * kvd, 1.0);
+        let vp = rand_f32(&mut r, pos * kvd, 1.0);
+        let what = format!("pos={pos} H={heads} KV={kv_heads} hd={hd} rope={theta:?}");
+        let (wa, wk, wv) = g
+            .decode_attention(&qkv, &kp, &vp, pos, h, theta, false)
+            .unwrap();
+        let (ga, gk, gv) = g
+            .decode_attention(&qkv, &kp, &vp, pos, h, theta, true)
+            .unwrap();
+        common::assert_close(&format!("attention {what}"), &ga, &wa, ATOL, RTOL);
+        common::assert_close(&format!("k cache {what}"), &gk, &wk, ATOL, RTOL);
+        common::assert_close(&format!("v cache {what}"), &gv, &wv, 0.0, 0.0);
+    }
+}
+
+#[test]
+fn attention_merged_inside_the_o_product_matches_the_combine() {
+    // Decode's fusion: the o product reads attention's split partials and merges them itself.
+    let mut r = rng(10);
+    let mut g = ops_on(context());
+    let cases = [
+        // (pos, heads, kv heads, hd, forced splits, output features)
+        (0, 3, 3, 16, None, 24),
+        (130, 6, 2, 12, None, 40),
+        (200, 4, 1, 72, Some(2), 17),
+        (600, 9, 3, 64, None, 64),
+    ];
+    for (pos, heads, kv_heads, hd, splits, n) in cases {
+        let h = Heads {
+            heads,
+            kv_heads,
+            hd,
+        };
+        let kd = heads * hd;
+        let q = rand_f32(&mut r, kd, 1.0);
+        let k = rand_f32(&mut r, (pos + 1) * kv_heads * hd, 1.0);
+        let v = rand_f32(&mut r, (pos + 1) * kv_heads * hd, 1.0);
+        let w = rand_f16(&mut r, n * kd, 0.2);
+        let att = ops::attention(&q, &k, &v, pos, heads, kv_heads, hd);
+        let want = cpu_matmul(&att, &w, None, 1, kd, false, None);
+        let what = format!("pos={pos} H={heads} KV={kv_heads} hd={hd} splits={splits:?} N={n}");
+        let fused = g
+            .attention_product(&q, &k, &v, pos, h, splits, &w, true)
+            .unwrap();
+        common::assert_close(
+            &format!("merged in the product {what}"),
+            &fused,
+            &want,
+            ATOL,
+            RTOL,
+        );
+        let separate = g
+            .attention_product(&q, &k, &v, pos, h, splits, &w, false)
+            .unwrap();
+        common::assert_close(
+            &format!("combine, then the product {what}"),
+            &separate,
+            &want,
+            ATOL,
+            RTOL,
+        );
+    }
+}
+
+#[test]
 fn top_k_on_the_gpu_matches_a_sort() {
     let mut r = rng(10);
     let mut g = ops_on(context());

@@ -71,6 +71,8 @@ export function readConsts(sources) {
     matvecMaxLanes: get('matmul.wgsl', 'MATVEC_MAX_LANES'),
     matvecMinLanes: get('matmul.wgsl', 'MATVEC_PART'),
     matvecMaxT: get('matmul.wgsl', 'MATVEC_MAX_T'),
+    matvecCombineMaxK: get('matmul.wgsl', 'MATVEC_COMBINE_MAX_K'),
+    matvecCombineMaxSlots: get('matmul.wgsl', 'MATVEC_COMBINE_MAX_SLOTS'),
     mmTile: get('matmul.wgsl', 'MM_TILE'),
     attWg: get('attention.wgsl', 'ATT_WG'),
     attMaxHd: get('attention.wgsl', 'ATT_MAX_HD'),

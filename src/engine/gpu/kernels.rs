@@ -136,6 +136,9 @@ pub struct Consts {
     pub matvec_max_lanes: u32,
     pub matvec_min_lanes: u32,
     pub matvec_max_t: u32,
+    /// Largest K and heads x splits of a matvec whose input is attention's merged partials.
+    pub matvec_combine_max_k: u32,
+    pub matvec_combine_max_slots: u32,
     /// Side of the matmul output tile.
     pub mm_tile: u32,
     /// Keys per attention block (threads of attn_partial), the largest head size, and the
@@ -167,6 +170,8 @@ impl Consts {
             matvec_max_lanes: get(MATMUL, "MATVEC_MAX_LANES")?,
             matvec_min_lanes: get(MATMUL, "MATVEC_PART")?,
             matvec_max_t: get(MATMUL, "MATVEC_MAX_T")?,
+            matvec_combine_max_k: get(MATMUL, "MATVEC_COMBINE_MAX_K")?,
+            matvec_combine_max_slots: get(MATMUL, "MATVEC_COMBINE_MAX_SLOTS")?,
             mm_tile: get(MATMUL, "MM_TILE")?,
             att_wg: get(ATTENTION, "ATT_WG")?,
             att_max_hd: get(ATTENTION, "ATT_MAX_HD")?,

@@ -24,6 +24,9 @@ struct MatmulParams {
     flags: u32,
     eps: f32,
     lanes: u32,
+    heads: u32,
+    splits: u32,
+    _pad: [u32; 2],
 }
 
 /// What the matrix product does after the dot products (the WGSL's FLAG_*).
@@ -41,6 +44,7 @@ const FLAG_ACCUMULATE: u32 = 4;
 const FLAG_SILU_GATE: u32 = 8;
 const FLAG_NORM: u32 = 16;
 const FLAG_RMS: u32 = 32;
+const FLAG_ATT_COMBINE: u32 = 64;
 
 /// A norm applied to each row of a matrix product's input as it is read.
 #[derive(Clone, Copy)]
@@ -72,6 +76,9 @@ pub struct MatmulIo<'a> {
     pub gated: bool,
     /// Normalise each x row first (a block's pre-norm fused into its first product).
     pub norm: Option<InputNorm<'a>>,
+    /// x is attention's split partials (decode): the input is their merge
+    /// ([`super::attention_partial`] says when this is allowed).
+    pub combine: Option<super::AttnPartials<'a>>,
     pub out: &'a wgpu::Buffer,
     pub out_stride: usize,
     pub out_col: usize,
@@ -86,6 +93,7 @@ impl<'a> MatmulIo<'a> {
             t,
             gated: false,
             norm: None,
+            combine: None,
             out,
             out_stride: width,
             out_col: 0,
@@ -130,7 +138,19 @@ pub fn matmul(
             None => 0,
             Some(NormKind::Layer) => FLAG_NORM,
             Some(NormKind::Rms) => FLAG_NORM | FLAG_RMS,
+        }
+        | if io.combine.is_some() {
+            FLAG_ATT_COMBINE
+        } else {
+            0
         };
+    if let Some(c) = &io.combine {
+        assert!(
+            kernel == Kernel::Matvec && io.t == 1 && io.norm.is_none() && !io.gated,
+            "attention's merge feeds a plain one-token matvec"
+        );
+        assert_eq!(c.heads * c.hd, k, "merged attention width");
+    }
     if let Some(n) = &io.norm {
         assert!(!io.gated, "a gated input is not normalised");
         assert_eq!(n.w.len, k, "norm weight length");
@@ -159,6 +179,9 @@ pub fn matmul(
             flags,
             eps: io.norm.map_or(0.0, |n| n.eps),
             lanes,
+            heads: io.combine.map_or(0, |c| u(c.heads)),
+            splits: io.combine.map_or(0, |c| u(c.splits)),
+            _pad: [0; 2],
         };
         let groups = match kernel {
             Kernel::Matvec => grid(
@@ -180,6 +203,7 @@ pub fn matmul(
         ];
         if kernel == Kernel::Matvec {
             bindings.push((5, io.x));
+            bindings.push((8, io.combine.map_or(&ctx.dummy, |c| c.ml)));
         }
         rec.dispatch(kernel, kind, &params, &bindings, groups);
     }
