@@ -8,9 +8,11 @@
 // multiple of 8 halves, so a row is a whole number of vec4<u32> (`k_vec` of them). Core WGSL
 // only: no shader-f16, no subgroups, so the browser loads this file unchanged.
 //
-// Two entry points share the bindings and the epilogue:
+// Three entry points share the bindings and the epilogue:
 //   matvec: few tokens (T <= MATVEC_MAX_T), one group of `lanes` threads per output feature,
 //           the weight row read once for all T tokens; what decoding runs.
+//   matvec_merged: matvec of one token whose input is attention's split partials, merged in
+//           workgroup memory first (FLAG_ATT_COMBINE): decode's o product.
 //   matmul: any T, MM_TILE x MM_TILE output tiles staged through workgroup memory; what prefill
 //           runs.
 // Element offsets and strides come from the uniform, so callers can read a row range of x and
@@ -268,9 +270,33 @@ fn matvec_stats(li: u32, base: u32) -> vec2<f32> {
     return vec2<f32>(mean, 1.0 / sqrt(matvec_sum(li, v) / kf + p.eps));
 }
 
+// Sum of each lane group's partials, in lane 0 of the group: lanes / MATVEC_PART reducers add
+// MATVEC_PART partials each, then lane 0 adds theirs.
+fn matvec_reduce(li: u32, lane: u32, lanes: u32, acc: f32) -> f32 {
+    red[li] = acc;
+    workgroupBarrier();
+    if (lane < lanes / MATVEC_PART) {
+        var s = 0.0;
+        for (var i = 0u; i < MATVEC_PART; i++) {
+            s += red[li + lane * (MATVEC_PART - 1u) + i];
+        }
+        red2[li] = s;
+    }
+    workgroupBarrier();
+    var s = 0.0;
+    if (lane == 0u) {
+        for (var i = 0u; i < lanes / MATVEC_PART; i++) {
+            s += red2[li + i];
+        }
+    }
+    workgroupBarrier();
+    return s;
+}
+
 // One group of `lanes` threads per output feature; the lanes stride over the row in
 // vec4<u32> steps (coalesced), then lane 0 sums the group's partials. Tokens run one after
-// another: each re-reads the weight row, which is in cache by then.
+// another: each re-reads the weight row, which is in cache by then. Each lane's first weight
+// load is issued before the norm's statistics, so it is in flight during their barriers.
 @compute @workgroup_size(MATVEC_WG)
 fn matvec(
     @builtin(local_invocation_index) li: u32,
@@ -283,13 +309,13 @@ fn matvec(
     let n = linear_group(wg, nwg) * (MATVEC_WG / lanes) + r;
     let valid = n < p.n;
     let row = min(n, p.n - 1u) * p.k_vec;
+    let first = valid && lane < p.k_vec;
+    var w_first = vec4<u32>(0u);
+    if (first) {
+        w_first = w[row + lane];
+    }
     // Whole vec4 reads of x need K a multiple of 8 and rows starting on a vec4.
     let aligned = (p.k % 8u) == 0u && (p.x_off % 4u) == 0u && (p.x_stride % 4u) == 0u;
-    // The host sets FLAG_ATT_COMBINE only for T = 1 and K a multiple of 8.
-    let combining = (p.flags & FLAG_ATT_COMBINE) != 0u;
-    if (combining) {
-        matvec_combine(li);
-    }
     for (var t = 0u; t < p.t; t++) {
         let xb = p.x_off + t * p.x_stride;
         var st = vec2<f32>(0.0, 1.0);
@@ -297,16 +323,13 @@ fn matvec(
             st = matvec_stats(li, xb);
         }
         var acc = 0.0;
-        if (valid && combining) {
-            for (var c = lane; c < p.k_vec; c += lanes) {
-                acc += dot8(w[row + c], comb_x[2u * c], comb_x[2u * c + 1u]);
-            }
-        } else if (valid && aligned) {
+        if (first && aligned) {
             let xb4 = xb / 4u;
-            for (var c = lane; c < p.k_vec; c += lanes) {
+            acc = dot8(w_first, x4_at(xb4, 2u * lane, st.x, st.y), x4_at(xb4, 2u * lane + 1u, st.x, st.y));
+            for (var c = lane + lanes; c < p.k_vec; c += lanes) {
                 acc += dot8(w[row + c], x4_at(xb4, 2u * c, st.x, st.y), x4_at(xb4, 2u * c + 1u, st.x, st.y));
             }
-        } else if (valid) {
+        } else if (first) {
             for (var c = lane; c < p.k_vec; c += lanes) {
                 let k0 = c * 8u;
                 let a = vec4<f32>(
@@ -324,26 +347,44 @@ fn matvec(
                 acc += dot8(w[row + c], a, b);
             }
         }
-        // Two-level sum of the row's partials: lanes / MATVEC_PART reducers add MATVEC_PART
-        // partials each, then lane 0 adds theirs.
-        red[li] = acc;
-        workgroupBarrier();
-        if (lane < lanes / MATVEC_PART) {
-            var s = 0.0;
-            for (var i = 0u; i < MATVEC_PART; i++) {
-                s += red[li + lane * (MATVEC_PART - 1u) + i];
-            }
-            red2[li] = s;
-        }
-        workgroupBarrier();
+        let s = matvec_reduce(li, lane, lanes, acc);
         if (lane == 0u && valid) {
-            var s = 0.0;
-            for (var i = 0u; i < lanes / MATVEC_PART; i++) {
-                s += red2[li + i];
-            }
             epilogue(t, n, s);
         }
-        workgroupBarrier();
+    }
+}
+
+// matvec for one token whose input is attention's split partials (FLAG_ATT_COMBINE): the
+// merged row is staged in workgroup memory first. Its own entry point, so the plain matvec
+// does not carry that workgroup memory (which costs it occupancy).
+@compute @workgroup_size(MATVEC_WG)
+fn matvec_merged(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lanes = p.lanes;
+    let r = li / lanes;
+    let lane = li % lanes;
+    let n = linear_group(wg, nwg) * (MATVEC_WG / lanes) + r;
+    let valid = n < p.n;
+    let row = min(n, p.n - 1u) * p.k_vec;
+    let first = valid && lane < p.k_vec;
+    var w_first = vec4<u32>(0u);
+    if (first) {
+        w_first = w[row + lane];
+    }
+    matvec_combine(li);
+    var acc = 0.0;
+    if (first) {
+        acc = dot8(w_first, comb_x[2u * lane], comb_x[2u * lane + 1u]);
+        for (var c = lane + lanes; c < p.k_vec; c += lanes) {
+            acc += dot8(w[row + c], comb_x[2u * c], comb_x[2u * c + 1u]);
+        }
+    }
+    let s = matvec_reduce(li, lane, lanes, acc);
+    if (lane == 0u && valid) {
+        epilogue(0u, n, s);
     }
 }
 

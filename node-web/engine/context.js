@@ -8,6 +8,7 @@ export const KERNELS = {
   embed: 'embed.wgsl',
   norm: 'norm.wgsl',
   matvec: 'matmul.wgsl',
+  matvec_merged: 'matmul.wgsl',
   matmul: 'matmul.wgsl',
   add: 'elementwise.wgsl',
   bias_add: 'elementwise.wgsl',

@@ -46,12 +46,13 @@ export function matmul(rec, ctx, kind, io, w, bias, { gelu = false, accumulate =
   const k = w.cols;
   if (bias && bias.len !== w.rows) throw new Error(`${kind}: bias length ${bias.len} != ${w.rows}`);
   const maxT = ctx.consts.matvecMaxT;
-  const entry = which === 'vec' || (which === 'auto' && io.t <= maxT) ? 'matvec' : 'matmul';
+  let entry = which === 'vec' || (which === 'auto' && io.t <= maxT) ? 'matvec' : 'matmul';
+  if (io.combine && entry === 'matvec') entry = 'matvec_merged';
   const flags = (bias ? FLAG_BIAS : 0) | (gelu ? FLAG_GELU : 0) | (accumulate ? FLAG_ACCUMULATE : 0)
     | (io.gated ? FLAG_SILU_GATE : 0)
     | (io.norm ? (io.norm.kind === NORM_RMS ? FLAG_NORM | FLAG_RMS : FLAG_NORM) : 0)
     | (io.combine ? FLAG_ATT_COMBINE : 0);
-  if (io.combine && (entry !== 'matvec' || io.t !== 1 || io.norm || io.gated || io.combine.heads * io.combine.hd !== k)) {
+  if (io.combine && (entry !== 'matvec_merged' || io.t !== 1 || io.norm || io.gated || io.combine.heads * io.combine.hd !== k)) {
     throw new Error(`${kind}: attention's merge feeds a plain one-token matvec`);
   }
   const xStride = io.gated ? 2 * k : k;
@@ -62,14 +63,18 @@ export function matmul(rec, ctx, kind, io, w, bias, { gelu = false, accumulate =
         io.combine ? io.combine.heads : 0, io.combine ? io.combine.splits : 0, 0, 0],
       { 10: io.norm ? io.norm.eps : 0 },
     );
-    const groups = entry === 'matvec'
+    const groups = entry !== 'matmul'
       ? ctx.grid(Math.ceil(chunk.rows / (ctx.consts.matvecWg / lanes)))
       : [Math.ceil(chunk.rows / ctx.consts.mmTile), Math.ceil(io.t / ctx.consts.mmTile), 1];
-    const bindings = [
-      [1, io.x], [2, chunk.buffer], [3, bias ? bias.buffer : ctx.dummy], [4, io.out],
-      [6, io.norm ? io.norm.w.buffer : ctx.dummy], [7, io.norm?.b ? io.norm.b.buffer : ctx.dummy],
-    ];
-    if (entry === 'matvec') bindings.push([5, io.x], [8, io.combine ? io.combine.ml : ctx.dummy]);
+    // Each entry point's derived layout holds only the bindings it uses (matmul.rs).
+    const biasBuf = bias ? bias.buffer : ctx.dummy;
+    const bindings = entry === 'matvec_merged'
+      ? [[2, chunk.buffer], [3, biasBuf], [4, io.out], [5, io.x], [8, io.combine.ml]]
+      : [
+        [1, io.x], [2, chunk.buffer], [3, biasBuf], [4, io.out],
+        [6, io.norm ? io.norm.w.buffer : ctx.dummy], [7, io.norm?.b ? io.norm.b.buffer : ctx.dummy],
+      ];
+    if (entry === 'matvec') bindings.push([5, io.x]);
     rec.dispatch(entry, kind, p, bindings, groups);
   }
 }

@@ -226,6 +226,19 @@ impl GpuContext {
     /// Lanes the matrix-vector kernel gives each output feature: many on a GPU (they hide
     /// memory latency), few on a CPU adapter (each lane is a SIMD slot there).
     pub fn matvec_lanes(&self) -> u32 {
+        // SYNAPSE_GPU_MATVEC_LANES overrides it, to measure (a power of two in range).
+        static LANES: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+        let forced = *LANES.get_or_init(|| {
+            std::env::var("SYNAPSE_GPU_MATVEC_LANES")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+        });
+        if let Some(l) = forced.filter(|l| {
+            l.is_power_of_two()
+                && (self.consts.matvec_min_lanes..=self.consts.matvec_max_lanes).contains(l)
+        }) {
+            return l;
+        }
         if self.info.device_type == wgpu::DeviceType::Cpu {
             self.consts.matvec_min_lanes
         } else {

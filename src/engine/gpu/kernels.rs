@@ -49,6 +49,7 @@ pub enum Kernel {
     Embed,
     Norm,
     Matvec,
+    MatvecMerged,
     Matmul,
     Add,
     BiasAdd,
@@ -66,10 +67,11 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for warming the pipeline cache.
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 17] = [
         Kernel::Embed,
         Kernel::Norm,
         Kernel::Matvec,
+        Kernel::MatvecMerged,
         Kernel::Matmul,
         Kernel::Add,
         Kernel::BiasAdd,
@@ -90,7 +92,7 @@ impl Kernel {
         match self {
             Kernel::Embed => EMBED,
             Kernel::Norm => NORM,
-            Kernel::Matvec | Kernel::Matmul => MATMUL,
+            Kernel::Matvec | Kernel::MatvecMerged | Kernel::Matmul => MATMUL,
             Kernel::Add | Kernel::BiasAdd | Kernel::Gelu | Kernel::SiluMul => ELEMENTWISE,
             Kernel::Rope | Kernel::QkvRope => ROPE,
             Kernel::AttnPartial | Kernel::AttnCombine => ATTENTION,
@@ -105,6 +107,7 @@ impl Kernel {
             Kernel::Embed => "embed",
             Kernel::Norm => "norm",
             Kernel::Matvec => "matvec",
+            Kernel::MatvecMerged => "matvec_merged",
             Kernel::Matmul => "matmul",
             Kernel::Add => "add",
             Kernel::BiasAdd => "bias_add",

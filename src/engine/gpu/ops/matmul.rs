@@ -144,9 +144,14 @@ pub fn matmul(
         } else {
             0
         };
+    let kernel = if io.combine.is_some() && kernel == Kernel::Matvec {
+        Kernel::MatvecMerged
+    } else {
+        kernel
+    };
     if let Some(c) = &io.combine {
         assert!(
-            kernel == Kernel::Matvec && io.t == 1 && io.norm.is_none() && !io.gated,
+            kernel == Kernel::MatvecMerged && io.t == 1 && io.norm.is_none() && !io.gated,
             "attention's merge feeds a plain one-token matvec"
         );
         assert_eq!(c.heads * c.hd, k, "merged attention width");
@@ -184,7 +189,7 @@ pub fn matmul(
             _pad: [0; 2],
         };
         let groups = match kernel {
-            Kernel::Matvec => grid(
+            Kernel::Matvec | Kernel::MatvecMerged => grid(
                 ctx,
                 u(chunk.rows.div_ceil((ctx.consts.matvec_wg / lanes) as usize)),
             ),
@@ -193,18 +198,30 @@ pub fn matmul(
                 [u(chunk.rows.div_ceil(tile)), u(io.t.div_ceil(tile)), 1]
             }
         };
-        let mut bindings = vec![
-            (1, io.x),
-            (2, &chunk.buffer),
-            (3, bias_buf),
-            (4, io.out),
-            (6, norm_w),
-            (7, norm_b),
-        ];
-        if kernel == Kernel::Matvec {
-            bindings.push((5, io.x));
-            bindings.push((8, io.combine.map_or(&ctx.dummy, |c| c.ml)));
-        }
+        // Each entry point's derived layout holds only the bindings it uses.
+        let bindings = match (kernel, io.combine) {
+            (Kernel::MatvecMerged, Some(c)) => vec![
+                (2, &chunk.buffer),
+                (3, bias_buf),
+                (4, io.out),
+                (5, io.x),
+                (8, c.ml),
+            ],
+            _ => {
+                let mut b = vec![
+                    (1, io.x),
+                    (2, &chunk.buffer),
+                    (3, bias_buf),
+                    (4, io.out),
+                    (6, norm_w),
+                    (7, norm_b),
+                ];
+                if kernel == Kernel::Matvec {
+                    b.push((5, io.x));
+                }
+                b
+            }
+        };
         rec.dispatch(kernel, kind, &params, &bindings, groups);
     }
 }
