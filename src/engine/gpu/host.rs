@@ -507,7 +507,7 @@ impl GpuOps {
     ) -> Result<Vec<f32>, EngineError> {
         let ctx = self.ctx.clone();
         let kd = h.heads * h.hd;
-        if q.len() != kd || w.len() % kd != 0 {
+        if q.len() != kd || !w.len().is_multiple_of(kd) {
             return Err(EngineError::Shape(format!(
                 "attention_product takes one row of {kd} and a matrix {kd} wide"
             )));

@@ -25,6 +25,8 @@ macro_rules! shader {
 pub const EMBED: ShaderFile = shader!("embed.wgsl");
 pub const NORM: ShaderFile = shader!("norm.wgsl");
 pub const MATMUL: ShaderFile = shader!("matmul.wgsl");
+/// Compiled after matmul.wgsl's text, on devices with subgroups only (see the file).
+pub const MATVEC_SUBGROUP: ShaderFile = shader!("matvec_subgroup.wgsl");
 pub const ELEMENTWISE: ShaderFile = shader!("elementwise.wgsl");
 pub const ROPE: ShaderFile = shader!("rope.wgsl");
 pub const ATTENTION: ShaderFile = shader!("attention.wgsl");
@@ -50,6 +52,7 @@ pub enum Kernel {
     Norm,
     Matvec,
     MatvecMerged,
+    MatvecSubgroup,
     Matmul,
     Add,
     BiasAdd,
@@ -67,11 +70,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for warming the pipeline cache.
-    pub const ALL: [Kernel; 17] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::Embed,
         Kernel::Norm,
         Kernel::Matvec,
         Kernel::MatvecMerged,
+        Kernel::MatvecSubgroup,
         Kernel::Matmul,
         Kernel::Add,
         Kernel::BiasAdd,
@@ -93,6 +97,7 @@ impl Kernel {
             Kernel::Embed => EMBED,
             Kernel::Norm => NORM,
             Kernel::Matvec | Kernel::MatvecMerged | Kernel::Matmul => MATMUL,
+            Kernel::MatvecSubgroup => MATVEC_SUBGROUP,
             Kernel::Add | Kernel::BiasAdd | Kernel::Gelu | Kernel::SiluMul => ELEMENTWISE,
             Kernel::Rope | Kernel::QkvRope => ROPE,
             Kernel::AttnPartial | Kernel::AttnCombine => ATTENTION,
@@ -108,6 +113,7 @@ impl Kernel {
             Kernel::Norm => "norm",
             Kernel::Matvec => "matvec",
             Kernel::MatvecMerged => "matvec_merged",
+            Kernel::MatvecSubgroup => "matvec_sg",
             Kernel::Matmul => "matmul",
             Kernel::Add => "add",
             Kernel::BiasAdd => "bias_add",

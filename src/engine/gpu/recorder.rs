@@ -291,7 +291,10 @@ impl Runner {
                     );
                 }
                 Item::Dispatch(d) => {
-                    if self.submit_every > 0 && slot > 0 && slot as usize % self.submit_every == 0 {
+                    if self.submit_every > 0
+                        && slot > 0
+                        && (slot as usize).is_multiple_of(self.submit_every)
+                    {
                         pass = None;
                         let fresh =
                             ctx.device

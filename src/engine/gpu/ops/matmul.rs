@@ -144,10 +144,19 @@ pub fn matmul(
         } else {
             0
         };
-    let kernel = if io.combine.is_some() && kernel == Kernel::Matvec {
-        Kernel::MatvecMerged
-    } else {
-        kernel
+    // Where the device has fixed-size subgroups, wide products (N >= 2K: gate/up, GPT-2's qkv,
+    // the head) sum with them instead (matvec_subgroup.wgsl): one subgroup a feature, `lanes` =
+    // the subgroup size. Narrow ones keep the workgroup matvec: its 64 lanes a row and shared
+    // norm statistics were faster there on the H200 (docs/PERF.md).
+    let subgroup = ctx.subgroup_matvec_size().filter(|_| w.rows >= 2 * k);
+    let kernel = match (kernel, io.combine.is_some(), subgroup) {
+        (Kernel::Matvec, true, _) => Kernel::MatvecMerged,
+        (Kernel::Matvec, false, Some(_)) => Kernel::MatvecSubgroup,
+        (k, _, _) => k,
+    };
+    let lanes = match (kernel, subgroup) {
+        (Kernel::MatvecSubgroup, Some(sg)) => sg,
+        _ => ctx.matvec_lanes(),
     };
     if let Some(c) = &io.combine {
         assert!(
@@ -168,7 +177,6 @@ pub fn matmul(
     let norm_w = io.norm.map_or(&ctx.dummy, |n| &n.w.buffer);
     let norm_b = io.norm.and_then(|n| n.b).map_or(&ctx.dummy, |b| &b.buffer);
     let x_stride = if io.gated { 2 * k } else { k };
-    let lanes = ctx.matvec_lanes();
     let bias_buf = bias.map_or(&ctx.dummy, |b| &b.buffer);
     for chunk in &w.chunks {
         let params = MatmulParams {
@@ -189,7 +197,7 @@ pub fn matmul(
             _pad: [0; 2],
         };
         let groups = match kernel {
-            Kernel::Matvec | Kernel::MatvecMerged => grid(
+            Kernel::Matvec | Kernel::MatvecMerged | Kernel::MatvecSubgroup => grid(
                 ctx,
                 u(chunk.rows.div_ceil((ctx.consts.matvec_wg / lanes) as usize)),
             ),
@@ -216,7 +224,7 @@ pub fn matmul(
                     (6, norm_w),
                     (7, norm_b),
                 ];
-                if kernel == Kernel::Matvec {
+                if matches!(kernel, Kernel::Matvec | Kernel::MatvecSubgroup) {
                     b.push((5, io.x));
                 }
                 b
