@@ -44,7 +44,8 @@ const FLAG_RMS: u32 = 32u;
 // part_acc, (heads, splits, hd)) and part_ml their (max, sum); the product's input is their
 // merge, computed as attn_combine does, so the combine never needs its own dispatch.
 const FLAG_ATT_COMBINE: u32 = 64u;
-// Largest K and heads * splits the merged input may have (it is staged in workgroup memory).
+// Largest K the merged input may have (it is staged in workgroup memory), and the most
+// heads * splits it merges.
 const MATVEC_COMBINE_MAX_K: u32 = 2048u;
 const MATVEC_COMBINE_MAX_SLOTS: u32 = 1024u;
 // Stands in for -infinity, as in attention.wgsl.
@@ -192,33 +193,28 @@ fn x4_at(base4: u32, i4: u32, mean: f32, rstd: f32) -> vec4<f32> {
 
 var<workgroup> red: array<f32, MATVEC_WG>;
 var<workgroup> red2: array<f32, MATVEC_WG>;
-// FLAG_ATT_COMBINE: each split's factor e^(m_s - M), then the merged input row.
-var<workgroup> comb_f: array<f32, MATVEC_COMBINE_MAX_SLOTS>;
+// FLAG_ATT_COMBINE: the merged input row.
 var<workgroup> comb_x: array<vec4<f32>, MATVEC_COMBINE_MAX_K / 4u>;
 
-// The merged attention output (FLAG_ATT_COMBINE) into comb_x, with attn_combine's arithmetic:
-// out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
+// The merged attention output (FLAG_ATT_COMBINE) into comb_x, element by element with
+// attn_combine's arithmetic: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M). One pass
+// and one barrier: every invocation reads its head's (m, l) pairs itself (they are in cache).
 fn matvec_combine(li: u32) {
     let s_n = p.splits;
     let h4 = p.k / (4u * p.heads);
-    for (var h = li; h < p.heads; h += MATVEC_WG) {
+    for (var i = li; i < p.k / 4u; i += MATVEC_WG) {
+        let h = i / h4;
+        let d4 = i % h4;
         var big = COMBINE_NEG;
         for (var s = 0u; s < s_n; s++) {
             big = max(big, part_ml[h * s_n + s].x);
         }
-        for (var s = 0u; s < s_n; s++) {
-            comb_f[h * s_n + s] = exp(part_ml[h * s_n + s].x - big);
-        }
-    }
-    workgroupBarrier();
-    for (var i = li; i < p.k / 4u; i += MATVEC_WG) {
-        let h = i / h4;
-        let d4 = i % h4;
         var l = 0.0;
         var o = vec4<f32>(0.0);
         for (var s = 0u; s < s_n; s++) {
-            let f = comb_f[h * s_n + s];
-            l += part_ml[h * s_n + s].y * f;
+            let ml = part_ml[h * s_n + s];
+            let f = exp(ml.x - big);
+            l += ml.y * f;
             o += xv[(h * s_n + s) * h4 + d4] * f;
         }
         comb_x[i] = o / l;
