@@ -8,9 +8,11 @@
 // multiple of 8 halves, so a row is a whole number of vec4<u32> (`k_vec` of them). Core WGSL
 // only: no shader-f16, no subgroups, so the browser loads this file unchanged.
 //
-// Two entry points share the bindings and the epilogue:
+// Three entry points share the bindings and the epilogue:
 //   matvec: few tokens (T <= MATVEC_MAX_T), one group of `lanes` threads per output feature,
 //           the weight row read once for all T tokens; what decoding runs.
+//   matvec_merged: matvec of one token whose input is attention's split partials, merged in
+//           workgroup memory first (FLAG_ATT_COMBINE): decode's o product.
 //   matmul: any T, MM_TILE x MM_TILE output tiles staged through workgroup memory; what prefill
 //           runs.
 // Element offsets and strides come from the uniform, so callers can read a row range of x and
@@ -38,6 +40,16 @@ const FLAG_ACCUMULATE: u32 = 4u;
 const FLAG_SILU_GATE: u32 = 8u;
 const FLAG_NORM: u32 = 16u;
 const FLAG_RMS: u32 = 32u;
+// Decode only (matvec, T = 1): x is attention's per-split partial outputs (attention.wgsl's
+// part_acc, (heads, splits, hd)) and part_ml their (max, sum); the product's input is their
+// merge, computed as attn_combine does, so the combine never needs its own dispatch.
+const FLAG_ATT_COMBINE: u32 = 64u;
+// Largest K the merged input may have (it is staged in workgroup memory), and the most
+// heads * splits it merges.
+const MATVEC_COMBINE_MAX_K: u32 = 2048u;
+const MATVEC_COMBINE_MAX_SLOTS: u32 = 1024u;
+// Stands in for -infinity, as in attention.wgsl.
+const COMBINE_NEG: f32 = -3.0e38;
 
 struct Params {
     t: u32,          // tokens (rows of x and out)
@@ -52,6 +64,10 @@ struct Params {
     flags: u32,      // FLAG_*
     eps: f32,        // of the norm (FLAG_NORM)
     lanes: u32,      // matvec lanes per output feature
+    heads: u32,      // attention heads of the merged input (FLAG_ATT_COMBINE)
+    splits: u32,     // key splits per head of the merged input (FLAG_ATT_COMBINE)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,6 +80,8 @@ struct Params {
 // The norm's weight and bias (FLAG_NORM), f16 packed two per u32.
 @group(0) @binding(6) var<storage, read> norm_w: array<u32>;
 @group(0) @binding(7) var<storage, read> norm_b: array<u32>;
+// Attention's per-split (max, sum) (FLAG_ATT_COMBINE, matvec only).
+@group(0) @binding(8) var<storage, read> part_ml: array<vec2<f32>>;
 
 fn bias_at(i: u32) -> f32 {
     let pair = unpack2x16float(bias[i >> 1u]);
@@ -175,6 +193,34 @@ fn x4_at(base4: u32, i4: u32, mean: f32, rstd: f32) -> vec4<f32> {
 
 var<workgroup> red: array<f32, MATVEC_WG>;
 var<workgroup> red2: array<f32, MATVEC_WG>;
+// FLAG_ATT_COMBINE: the merged input row.
+var<workgroup> comb_x: array<vec4<f32>, MATVEC_COMBINE_MAX_K / 4u>;
+
+// The merged attention output (FLAG_ATT_COMBINE) into comb_x, element by element with
+// attn_combine's arithmetic: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M). One pass
+// and one barrier: every invocation reads its head's (m, l) pairs itself (they are in cache).
+fn matvec_combine(li: u32) {
+    let s_n = p.splits;
+    let h4 = p.k / (4u * p.heads);
+    for (var i = li; i < p.k / 4u; i += MATVEC_WG) {
+        let h = i / h4;
+        let d4 = i % h4;
+        var big = COMBINE_NEG;
+        for (var s = 0u; s < s_n; s++) {
+            big = max(big, part_ml[h * s_n + s].x);
+        }
+        var l = 0.0;
+        var o = vec4<f32>(0.0);
+        for (var s = 0u; s < s_n; s++) {
+            let ml = part_ml[h * s_n + s];
+            let f = exp(ml.x - big);
+            l += ml.y * f;
+            o += xv[(h * s_n + s) * h4 + d4] * f;
+        }
+        comb_x[i] = o / l;
+    }
+    workgroupBarrier();
+}
 
 // Sum of v over the matvec workgroup; every invocation gets it.
 fn matvec_sum(li: u32, v: f32) -> f32 {
@@ -220,9 +266,33 @@ fn matvec_stats(li: u32, base: u32) -> vec2<f32> {
     return vec2<f32>(mean, 1.0 / sqrt(matvec_sum(li, v) / kf + p.eps));
 }
 
+// Sum of each lane group's partials, in lane 0 of the group: lanes / MATVEC_PART reducers add
+// MATVEC_PART partials each, then lane 0 adds theirs.
+fn matvec_reduce(li: u32, lane: u32, lanes: u32, acc: f32) -> f32 {
+    red[li] = acc;
+    workgroupBarrier();
+    if (lane < lanes / MATVEC_PART) {
+        var s = 0.0;
+        for (var i = 0u; i < MATVEC_PART; i++) {
+            s += red[li + lane * (MATVEC_PART - 1u) + i];
+        }
+        red2[li] = s;
+    }
+    workgroupBarrier();
+    var s = 0.0;
+    if (lane == 0u) {
+        for (var i = 0u; i < lanes / MATVEC_PART; i++) {
+            s += red2[li + i];
+        }
+    }
+    workgroupBarrier();
+    return s;
+}
+
 // One group of `lanes` threads per output feature; the lanes stride over the row in
 // vec4<u32> steps (coalesced), then lane 0 sums the group's partials. Tokens run one after
-// another: each re-reads the weight row, which is in cache by then.
+// another: each re-reads the weight row, which is in cache by then. Each lane's first weight
+// load is issued before the norm's statistics, so it is in flight during their barriers.
 @compute @workgroup_size(MATVEC_WG)
 fn matvec(
     @builtin(local_invocation_index) li: u32,
@@ -235,6 +305,11 @@ fn matvec(
     let n = linear_group(wg, nwg) * (MATVEC_WG / lanes) + r;
     let valid = n < p.n;
     let row = min(n, p.n - 1u) * p.k_vec;
+    let first = valid && lane < p.k_vec;
+    var w_first = vec4<u32>(0u);
+    if (first) {
+        w_first = w[row + lane];
+    }
     // Whole vec4 reads of x need K a multiple of 8 and rows starting on a vec4.
     let aligned = (p.k % 8u) == 0u && (p.x_off % 4u) == 0u && (p.x_stride % 4u) == 0u;
     for (var t = 0u; t < p.t; t++) {
@@ -244,12 +319,13 @@ fn matvec(
             st = matvec_stats(li, xb);
         }
         var acc = 0.0;
-        if (valid && aligned) {
+        if (first && aligned) {
             let xb4 = xb / 4u;
-            for (var c = lane; c < p.k_vec; c += lanes) {
+            acc = dot8(w_first, x4_at(xb4, 2u * lane, st.x, st.y), x4_at(xb4, 2u * lane + 1u, st.x, st.y));
+            for (var c = lane + lanes; c < p.k_vec; c += lanes) {
                 acc += dot8(w[row + c], x4_at(xb4, 2u * c, st.x, st.y), x4_at(xb4, 2u * c + 1u, st.x, st.y));
             }
-        } else if (valid) {
+        } else if (first) {
             for (var c = lane; c < p.k_vec; c += lanes) {
                 let k0 = c * 8u;
                 let a = vec4<f32>(
@@ -267,26 +343,44 @@ fn matvec(
                 acc += dot8(w[row + c], a, b);
             }
         }
-        // Two-level sum of the row's partials: lanes / MATVEC_PART reducers add MATVEC_PART
-        // partials each, then lane 0 adds theirs.
-        red[li] = acc;
-        workgroupBarrier();
-        if (lane < lanes / MATVEC_PART) {
-            var s = 0.0;
-            for (var i = 0u; i < MATVEC_PART; i++) {
-                s += red[li + lane * (MATVEC_PART - 1u) + i];
-            }
-            red2[li] = s;
-        }
-        workgroupBarrier();
+        let s = matvec_reduce(li, lane, lanes, acc);
         if (lane == 0u && valid) {
-            var s = 0.0;
-            for (var i = 0u; i < lanes / MATVEC_PART; i++) {
-                s += red2[li + i];
-            }
             epilogue(t, n, s);
         }
-        workgroupBarrier();
+    }
+}
+
+// matvec for one token whose input is attention's split partials (FLAG_ATT_COMBINE): the
+// merged row is staged in workgroup memory first. Its own entry point, so the plain matvec
+// does not carry that workgroup memory (which costs it occupancy).
+@compute @workgroup_size(MATVEC_WG)
+fn matvec_merged(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lanes = p.lanes;
+    let r = li / lanes;
+    let lane = li % lanes;
+    let n = linear_group(wg, nwg) * (MATVEC_WG / lanes) + r;
+    let valid = n < p.n;
+    let row = min(n, p.n - 1u) * p.k_vec;
+    let first = valid && lane < p.k_vec;
+    var w_first = vec4<u32>(0u);
+    if (first) {
+        w_first = w[row + lane];
+    }
+    matvec_combine(li);
+    var acc = 0.0;
+    if (first) {
+        acc = dot8(w_first, comb_x[2u * lane], comb_x[2u * lane + 1u]);
+        for (var c = lane + lanes; c < p.k_vec; c += lanes) {
+            acc += dot8(w[row + c], comb_x[2u * c], comb_x[2u * c + 1u]);
+        }
+    }
+    let s = matvec_reduce(li, lane, lanes, acc);
+    if (lane == 0u && valid) {
+        epilogue(0u, n, s);
     }
 }
 

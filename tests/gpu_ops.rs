@@ -42,6 +42,18 @@ fn tiny_binding_context() -> Arc<GpuContext> {
     .clone()
 }
 
+/// A third device with the subgroup matvec off, so the workgroup-reduction matvec is tested
+/// where the adapter has subgroups too (the shared context uses them where it can).
+fn no_subgroup_context() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let ctx = GpuContext::new(&GpuOptions::default()).expect("a GPU adapter");
+        ctx.set_subgroup_matvec(false);
+        ctx
+    })
+    .clone()
+}
+
 fn ops_on(ctx: Arc<GpuContext>) -> GpuOps {
     GpuOps::new(ctx)
 }
@@ -181,6 +193,66 @@ fn matvec_and_tiled_matmul_with_every_epilogue() {
                     RTOL,
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn matvec_with_and_without_subgroup_sums() {
+    // The shared context sums with subgroups where the adapter has them of one fixed size;
+    // this one never does. Both against the CPU: plain, biased + accumulated, normed, gated.
+    let mut r = rng(14);
+    let with = context();
+    eprintln!("subgroup matvec: {:?}", with.subgroup_matvec_size());
+    for ctx in [with, no_subgroup_context()] {
+        let sg = ctx.subgroup_matvec_size();
+        let mut g = ops_on(ctx);
+        // N >= 2K takes the subgroup kernel where there is one; the last case stays narrow.
+        for (t, k, n) in [(1, 576, 1200), (2, 69, 150), (8, 64, 130), (1, 1536, 40)] {
+            let x = rand_f32(&mut r, t * k, 1.0);
+            let w = rand_f16(&mut r, n * k, 0.5);
+            let b = rand_f16(&mut r, n, 0.5);
+            let acc = rand_f32(&mut r, t * n, 1.0);
+            let what = format!("subgroups {sg:?} T={t} K={k} N={n}");
+            let want = cpu_matmul(&x, &w, Some(&b), t, k, false, Some(&acc));
+            let got = g
+                .matmul(&x, &w, Some(&b), t, k, false, Some(&acc), MatmulKernel::Vec)
+                .unwrap();
+            common::assert_close(&format!("bias+acc {what}"), &got, &want, ATOL, RTOL);
+            let nw = rand_f16(&mut r, k, 1.5);
+            let nb = rand_f16(&mut r, k, 0.5);
+            for layer in [true, false] {
+                let mut a = x.clone();
+                if layer {
+                    ops::layernorm(&mut a, &nw, &nb, k, 1e-5);
+                } else {
+                    ops::rmsnorm(&mut a, &nw, k, 1e-5);
+                }
+                let want = cpu_matmul(&a, &w, None, t, k, false, None);
+                let nbias = layer.then_some(&nb[..]);
+                let got = g
+                    .matmul_normed(&x, &w, t, k, &nw, nbias, 1e-5, MatmulKernel::Vec)
+                    .unwrap();
+                common::assert_close(
+                    &format!("normed layer={layer} {what}"),
+                    &got,
+                    &want,
+                    ATOL,
+                    RTOL,
+                );
+            }
+            let gate_up = rand_f32(&mut r, t * 2 * k, 3.0);
+            let (mut gate, mut up) = (Vec::new(), Vec::new());
+            for row in gate_up.chunks_exact(2 * k) {
+                gate.extend_from_slice(&row[..k]);
+                up.extend_from_slice(&row[k..]);
+            }
+            ops::silu_mul(&mut gate, &up);
+            let want = cpu_matmul(&gate, &w, None, t, k, false, None);
+            let got = g
+                .matmul_gated(&gate_up, &w, t, k, MatmulKernel::Vec)
+                .unwrap();
+            common::assert_close(&format!("gated {what}"), &got, &want, ATOL, RTOL);
         }
     }
 }
@@ -402,6 +474,92 @@ fn causal_grouped_query_attention_over_a_cache() {
         common::assert_close(
             &format!("attention T={t} pos={pos} H={heads} KV={kv_heads} hd={hd} splits={splits:?}"),
             &got,
+            &want,
+            ATOL,
+            RTOL,
+        );
+    }
+}
+
+#[test]
+fn decode_attention_reading_qkv_matches_qkv_rope_then_attention() {
+    // Decode's fusion: the partial pass reads q and the new key and value from the qkv row,
+    // rotates them, and appends the row to the caches itself.
+    let mut r = rng(11);
+    let mut g = ops_on(context());
+    let cases = [
+        // (pos, heads, kv heads, hd, RoPE theta)
+        (0, 3, 3, 16, Some(10000.0)),
+        (5, 3, 3, 16, None),
+        (130, 6, 2, 12, Some(10000.0)),
+        (600, 9, 3, 64, Some(100000.0)),
+        (64, 4, 1, 72, None),
+    ];
+    for (pos, heads, kv_heads, hd, theta) in cases {
+        let h = Heads {
+            heads,
+            kv_heads,
+            hd,
+        };
+        let kvd = kv_heads * hd;
+        let qkv = rand_f32(&mut r, (heads + 2 * kv_heads) * hd, 1.0);
+        let kp = rand_f32(&mut r, pos * kvd, 1.0);
+        let vp = rand_f32(&mut r, pos * kvd, 1.0);
+        let what = format!("pos={pos} H={heads} KV={kv_heads} hd={hd} rope={theta:?}");
+        let (wa, wk, wv) = g
+            .decode_attention(&qkv, &kp, &vp, pos, h, theta, false)
+            .unwrap();
+        let (ga, gk, gv) = g
+            .decode_attention(&qkv, &kp, &vp, pos, h, theta, true)
+            .unwrap();
+        common::assert_close(&format!("attention {what}"), &ga, &wa, ATOL, RTOL);
+        common::assert_close(&format!("k cache {what}"), &gk, &wk, ATOL, RTOL);
+        common::assert_close(&format!("v cache {what}"), &gv, &wv, 0.0, 0.0);
+    }
+}
+
+#[test]
+fn attention_merged_inside_the_o_product_matches_the_combine() {
+    // Decode's fusion: the o product reads attention's split partials and merges them itself.
+    let mut r = rng(10);
+    let mut g = ops_on(context());
+    let cases = [
+        // (pos, heads, kv heads, hd, forced splits, output features)
+        (0, 3, 3, 16, None, 24),
+        (130, 6, 2, 12, None, 40),
+        (200, 4, 1, 72, Some(2), 17),
+        (600, 9, 3, 64, None, 64),
+    ];
+    for (pos, heads, kv_heads, hd, splits, n) in cases {
+        let h = Heads {
+            heads,
+            kv_heads,
+            hd,
+        };
+        let kd = heads * hd;
+        let q = rand_f32(&mut r, kd, 1.0);
+        let k = rand_f32(&mut r, (pos + 1) * kv_heads * hd, 1.0);
+        let v = rand_f32(&mut r, (pos + 1) * kv_heads * hd, 1.0);
+        let w = rand_f16(&mut r, n * kd, 0.2);
+        let att = ops::attention(&q, &k, &v, pos, heads, kv_heads, hd);
+        let want = cpu_matmul(&att, &w, None, 1, kd, false, None);
+        let what = format!("pos={pos} H={heads} KV={kv_heads} hd={hd} splits={splits:?} N={n}");
+        let fused = g
+            .attention_product(&q, &k, &v, pos, h, splits, &w, true)
+            .unwrap();
+        common::assert_close(
+            &format!("merged in the product {what}"),
+            &fused,
+            &want,
+            ATOL,
+            RTOL,
+        );
+        let separate = g
+            .attention_product(&q, &k, &v, pos, h, splits, &w, false)
+            .unwrap();
+        common::assert_close(
+            &format!("combine, then the product {what}"),
+            &separate,
             &want,
             ATOL,
             RTOL,

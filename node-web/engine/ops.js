@@ -9,6 +9,7 @@ const FLAG_ACCUMULATE = 4;
 const FLAG_SILU_GATE = 8;
 const FLAG_NORM = 16;
 const FLAG_RMS = 32;
+const FLAG_ATT_COMBINE = 64;
 
 /** Norm kinds (norm.wgsl KIND_*). */
 export const NORM_LAYER = 0;
@@ -38,30 +39,41 @@ export function norm(rec, ctx, kind, x, xRow, rows, w, b, eps, out) {
 
 /**
  * out (T, N) [+]= x (T, K) @ w (N, K)^T [+ bias] [gelu] (matmul.rs). `io` = { x, xRow, t, gated,
- * norm: {kind, w, b, eps} | null, out, outStride, outCol }.
+ * norm: {kind, w, b, eps} | null, out, outStride, outCol, combine }; `combine` (optional) is
+ * attentionPartial's result, merged inside a one-token matvec's input (x is then its acc).
  */
 export function matmul(rec, ctx, kind, io, w, bias, { gelu = false, accumulate = false } = {}, which = 'auto') {
   const k = w.cols;
   if (bias && bias.len !== w.rows) throw new Error(`${kind}: bias length ${bias.len} != ${w.rows}`);
   const maxT = ctx.consts.matvecMaxT;
-  const entry = which === 'vec' || (which === 'auto' && io.t <= maxT) ? 'matvec' : 'matmul';
+  let entry = which === 'vec' || (which === 'auto' && io.t <= maxT) ? 'matvec' : 'matmul';
+  if (io.combine && entry === 'matvec') entry = 'matvec_merged';
   const flags = (bias ? FLAG_BIAS : 0) | (gelu ? FLAG_GELU : 0) | (accumulate ? FLAG_ACCUMULATE : 0)
     | (io.gated ? FLAG_SILU_GATE : 0)
-    | (io.norm ? (io.norm.kind === NORM_RMS ? FLAG_NORM | FLAG_RMS : FLAG_NORM) : 0);
+    | (io.norm ? (io.norm.kind === NORM_RMS ? FLAG_NORM | FLAG_RMS : FLAG_NORM) : 0)
+    | (io.combine ? FLAG_ATT_COMBINE : 0);
+  if (io.combine && (entry !== 'matvec_merged' || io.t !== 1 || io.norm || io.gated || io.combine.heads * io.combine.hd !== k)) {
+    throw new Error(`${kind}: attention's merge feeds a plain one-token matvec`);
+  }
   const xStride = io.gated ? 2 * k : k;
   const lanes = ctx.matvecLanes();
   for (const chunk of w.chunks) {
     const p = params(
-      [io.t, chunk.rows, k, w.stride / 8, io.xRow * xStride, xStride, io.outCol + chunk.row0, io.outStride, chunk.row0, flags, 0, lanes],
+      [io.t, chunk.rows, k, w.stride / 8, io.xRow * xStride, xStride, io.outCol + chunk.row0, io.outStride, chunk.row0, flags, 0, lanes,
+        io.combine ? io.combine.heads : 0, io.combine ? io.combine.splits : 0, 0, 0],
       { 10: io.norm ? io.norm.eps : 0 },
     );
-    const groups = entry === 'matvec'
+    const groups = entry !== 'matmul'
       ? ctx.grid(Math.ceil(chunk.rows / (ctx.consts.matvecWg / lanes)))
       : [Math.ceil(chunk.rows / ctx.consts.mmTile), Math.ceil(io.t / ctx.consts.mmTile), 1];
-    const bindings = [
-      [1, io.x], [2, chunk.buffer], [3, bias ? bias.buffer : ctx.dummy], [4, io.out],
-      [6, io.norm ? io.norm.w.buffer : ctx.dummy], [7, io.norm?.b ? io.norm.b.buffer : ctx.dummy],
-    ];
+    // Each entry point's derived layout holds only the bindings it uses (matmul.rs).
+    const biasBuf = bias ? bias.buffer : ctx.dummy;
+    const bindings = entry === 'matvec_merged'
+      ? [[2, chunk.buffer], [3, biasBuf], [4, io.out], [5, io.x], [8, io.combine.ml]]
+      : [
+        [1, io.x], [2, chunk.buffer], [3, biasBuf], [4, io.out],
+        [6, io.norm ? io.norm.w.buffer : ctx.dummy], [7, io.norm?.b ? io.norm.b.buffer : ctx.dummy],
+      ];
     if (entry === 'matvec') bindings.push([5, io.x]);
     rec.dispatch(entry, kind, p, bindings, groups);
   }
@@ -90,6 +102,16 @@ export function attentionScratch(t, h) {
 
 /** out (T, H*hd) = causal attention of q over cache rows 0..pos+T, two dispatches. */
 export function attention(rec, ctx, q, kCache, vCache, scratch, out, t, pos, h, splitsOverride = null) {
+  attentionCombine(rec, ctx, attentionPartial(rec, ctx, null, q, kCache, vCache, scratch, t, pos, h, splitsOverride), out);
+}
+
+/**
+ * Attention's first pass into `scratch`; returns what the combine (or a merging matvec) reads.
+ * `fromQkv` = { qkv, ropeTable | null } (one row only): q and the new cache row come from the
+ * qkv product and the pass appends that row itself (attention.rs FromQkv).
+ */
+export function attentionPartial(rec, ctx, fromQkv, q, kCache, vCache, scratch, t, pos, h, splitsOverride = null) {
+  if (fromQkv && t !== 1) throw new Error('attention reads q from qkv at decode only');
   const c = ctx.consts;
   if (h.hd > c.attMaxHd) throw new Error(`head size ${h.hd} > ATT_MAX_HD ${c.attMaxHd}`);
   if (h.heads % h.kvHeads !== 0) throw new Error('heads not a multiple of kv heads');
@@ -97,11 +119,26 @@ export function attention(rec, ctx, q, kCache, vCache, scratch, out, t, pos, h, 
   let splits = Math.min(Math.max(splitsOverride ?? attentionSplits(ctx, t, pos, h.heads), 1), Math.max(blocks, 1));
   const splitLen = Math.ceil(blocks / splits) * c.attWg;
   splits = Math.ceil((pos + t) / splitLen);
-  const p = params([t, pos, h.heads, h.kvHeads, h.hd, splits, splitLen], { 7: 1 / Math.sqrt(h.hd) });
+  const p = params([t, pos, h.heads, h.kvHeads, h.hd, splits, splitLen, 0, fromQkv ? 1 : 0, fromQkv?.ropeTable ? 1 : 0, 0, 0],
+    { 7: 1 / Math.sqrt(h.hd) });
+  const qb = fromQkv ? fromQkv.qkv : q;
   rec.dispatch('attn_partial', 'attention', p,
-    [[1, q], [2, kCache], [3, vCache], [4, scratch.ml], [5, scratch.acc]], ctx.grid(t * h.heads * splits));
-  rec.dispatch('attn_combine', 'attention', p,
-    [[4, scratch.ml], [7, scratch.acc], [6, out]], ctx.grid(Math.ceil((t * h.heads * h.hd) / c.combineWg)));
+    [[1, qb], [2, kCache], [3, vCache], [4, scratch.ml], [5, scratch.acc],
+      [8, fromQkv ? fromQkv.qkv : ctx.dummy], [9, fromQkv?.ropeTable ?? ctx.dummy]], ctx.grid(t * h.heads * splits));
+  return { ml: scratch.ml, acc: scratch.acc, t, heads: h.heads, hd: h.hd, splits, params: p };
+}
+
+/** Whether a one-token matvec can merge these partials itself (attention.rs mergeable_by_matvec). */
+export function mergeableByMatvec(ctx, parts) {
+  const k = parts.heads * parts.hd;
+  return parts.t === 1 && k % 8 === 0 && k <= ctx.consts.matvecCombineMaxK
+    && parts.heads * parts.splits <= ctx.consts.matvecCombineMaxSlots;
+}
+
+/** Attention's second pass: the splits merged into out (T, H*hd). */
+export function attentionCombine(rec, ctx, parts, out) {
+  rec.dispatch('attn_combine', 'attention', parts.params,
+    [[4, parts.ml], [7, parts.acc], [6, out]], ctx.grid(Math.ceil((parts.t * parts.heads * parts.hd) / ctx.consts.combineWg)));
 }
 
 /** Candidates each ping-pong buffer of top-k needs (topk.rs). */

@@ -261,9 +261,21 @@ export class BrowserShard {
       return io(s.a, out, width);
     };
     ops.matmul(rec, ctx, 'matmul.qkv', normed(norm1, s.qkv, qkvDim), layer.qkv, layer.qkvB);
-    ops.qkvRope(rec, ctx, s.qkv, s.q, kv[0], kv[1], arch === 'llama' ? this.ropeTable : null, t, pos, h);
-    ops.attention(rec, ctx, s.q, kv[0], kv[1], { ml: s.ml, acc: s.acc }, s.att, t, pos, h);
-    ops.matmul(rec, ctx, 'matmul.o', io(s.att, s.x, c), layer.o, layer.oB, { accumulate: true });
+    const table = arch === 'llama' ? this.ropeTable : null;
+    // At decode attention's partial pass does qkv_rope's work and the o product merges the key
+    // splits itself (forward.rs).
+    let fromQkv = null;
+    if (t === 1) fromQkv = { qkv: s.qkv, ropeTable: table };
+    else ops.qkvRope(rec, ctx, s.qkv, s.q, kv[0], kv[1], table, t, pos, h);
+    const parts = ops.attentionPartial(rec, ctx, fromQkv, s.q, kv[0], kv[1], { ml: s.ml, acc: s.acc }, t, pos, h);
+    let oInput;
+    if (ops.mergeableByMatvec(ctx, parts)) {
+      oInput = { ...io(s.acc, s.x, c), combine: parts };
+    } else {
+      ops.attentionCombine(rec, ctx, parts, s.att);
+      oInput = io(s.att, s.x, c);
+    }
+    ops.matmul(rec, ctx, 'matmul.o', oInput, layer.o, layer.oB, { accumulate: true });
     const width = arch === 'gpt2' ? f : 2 * f;
     ops.matmul(rec, ctx, 'matmul.up', normed(norm2, s.h, width), layer.up, layer.upB, { gelu: arch === 'gpt2' });
     ops.matmul(rec, ctx, 'matmul.down', { ...io(s.h, s.x, c), gated: arch === 'llama' }, layer.down, layer.downB, { accumulate: true });

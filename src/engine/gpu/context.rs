@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::super::EngineError;
-use super::kernels::{Consts, Kernel, ShaderFile};
+use super::kernels::{Consts, Kernel, MATMUL, MATVEC_SUBGROUP, ShaderFile};
 
 /// What a [`GpuContext`] may be asked for.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,10 @@ pub struct GpuContext {
     errors: Arc<Mutex<Vec<String>>>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    /// The subgroup size when the device has subgroups of one fixed size (matvec_subgroup.wgsl
+    /// runs then), and whether that kernel is on.
+    subgroup: Option<u32>,
+    subgroup_matvec: std::sync::atomic::AtomicBool,
     /// A small storage buffer bound where a kernel's optional input is absent.
     pub dummy: wgpu::Buffer,
 }
@@ -109,7 +113,15 @@ impl GpuContext {
             )));
         }
         let available = adapter.features();
-        let features = available & wgpu::Features::TIMESTAMP_QUERY;
+        let features = available & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
+        // The subgroup matvec maps one output feature to one subgroup, so it needs the size
+        // fixed and dividing the workgroup. SYNAPSE_GPU_SUBGROUPS=0 turns it off (to measure).
+        let subgroup = (available.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size
+            && info.subgroup_min_size.is_power_of_two()
+            && (4..=64).contains(&info.subgroup_min_size)
+            && std::env::var("SYNAPSE_GPU_SUBGROUPS").map_or(true, |v| v != "0"))
+        .then_some(info.subgroup_min_size);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("synapse"),
@@ -163,6 +175,8 @@ impl GpuContext {
             errors,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            subgroup,
+            subgroup_matvec: std::sync::atomic::AtomicBool::new(subgroup.is_some()),
             dummy,
         }))
     }
@@ -185,7 +199,7 @@ impl GpuContext {
              workgroup storage {} KiB, {} invocations per workgroup, \
              {} workgroups per dimension, min uniform offset alignment {}\n\
              features: timestamp queries {}, shader-f16 {} (not used: the kernels read \
-             packed f16), subgroups {}{}",
+             packed f16), subgroups {} (size {}-{}; matvec with subgroup sums: {}){}",
             i.name,
             i.device_type,
             i.backend,
@@ -200,6 +214,13 @@ impl GpuContext {
             yes(wgpu::Features::TIMESTAMP_QUERY),
             yes(wgpu::Features::SHADER_F16),
             yes(wgpu::Features::SUBGROUP),
+            i.subgroup_min_size,
+            i.subgroup_max_size,
+            if self.subgroup_matvec_size().is_some() {
+                "yes"
+            } else {
+                "no"
+            },
             if self.max_binding < l.max_storage_buffer_binding_size {
                 format!("\nbindings capped at {} bytes", self.max_binding)
             } else {
@@ -226,6 +247,19 @@ impl GpuContext {
     /// Lanes the matrix-vector kernel gives each output feature: many on a GPU (they hide
     /// memory latency), few on a CPU adapter (each lane is a SIMD slot there).
     pub fn matvec_lanes(&self) -> u32 {
+        // SYNAPSE_GPU_MATVEC_LANES overrides it, to measure (a power of two in range).
+        static LANES: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+        let forced = *LANES.get_or_init(|| {
+            std::env::var("SYNAPSE_GPU_MATVEC_LANES")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+        });
+        if let Some(l) = forced.filter(|l| {
+            l.is_power_of_two()
+                && (self.consts.matvec_min_lanes..=self.consts.matvec_max_lanes).contains(l)
+        }) {
+            return l;
+        }
         if self.info.device_type == wgpu::DeviceType::Cpu {
             self.consts.matvec_min_lanes
         } else {
@@ -285,9 +319,27 @@ impl GpuContext {
         Ok(pipeline)
     }
 
+    /// The subgroup size the decode matvec sums with, when it does (matvec_subgroup.wgsl).
+    pub fn subgroup_matvec_size(&self) -> Option<u32> {
+        self.subgroup.filter(|_| {
+            self.subgroup_matvec
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// Turns the subgroup matvec off (the workgroup-reduction matvec runs instead) or back on
+    /// where the device allows it; tests run both on one device.
+    pub fn set_subgroup_matvec(&self, on: bool) {
+        self.subgroup_matvec
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Builds every pipeline now, so the first step does not pay for it.
     pub fn warm_up(&self) -> Result<(), EngineError> {
         for k in Kernel::ALL {
+            if k == Kernel::MatvecSubgroup && self.subgroup.is_none() {
+                continue;
+            }
             self.pipeline(k)?;
         }
         Ok(())
@@ -301,7 +353,11 @@ impl GpuContext {
                 self.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(file.name),
-                        source: wgpu::ShaderSource::Wgsl(file.source.into()),
+                        source: wgpu::ShaderSource::Wgsl(if file.name == MATVEC_SUBGROUP.name {
+                            format!("{}\n{}", MATMUL.source, file.source).into()
+                        } else {
+                            file.source.into()
+                        }),
                     })
             })
             .clone()

@@ -2,7 +2,9 @@
 //! sequence as the CPU blocks (engine/cpu/gpt2.rs, llama.rs) with the fusions the kernels offer.
 //! The pre-norms ride on the products that read them, bias, gelu and the residual add on their
 //! epilogue, SwiGLU's gate on the down product's input; the q/k/v split, RoPE and the KV-cache
-//! append are one kernel. A block is seven dispatches (nine with norms on their own, which is
+//! append are one kernel. At decode (one token) that kernel's work rides on attention's partial
+//! pass instead, and attention's split merge on the o product's input, so a decoding block is
+//! five dispatches and a prefill block seven (two more with norms on their own, which is
 //! faster where workgroup barriers are dear: lavapipe).
 
 use splitter::{Architecture, ModelConfig};
@@ -22,6 +24,17 @@ pub struct Activ<'a> {
     pub h: &'a wgpu::Buffer,   // (T, F) GPT-2 / (T, 2F) Llama [gate | up]
     pub ml: &'a wgpu::Buffer,  // attention partials
     pub acc: &'a wgpu::Buffer,
+}
+
+/// Which optional fusions a step records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fusions {
+    /// Each pre-norm inside the product that reads it.
+    pub norms: bool,
+    /// At decode, attention's split merge inside the o product's input.
+    pub combine: bool,
+    /// At decode, the q/k/v split, RoPE and cache append inside attention's partial pass.
+    pub qkv_in_attention: bool,
 }
 
 /// The input of a product that starts with `norm`: x read through the norm (fused), or the
@@ -64,7 +77,7 @@ pub fn record_layer(
     t: usize,
     pos: usize,
     which: MatmulKernel,
-    fuse_norms: bool,
+    fuse: Fusions,
 ) {
     let (c, f) = (cfg.hidden_size, cfg.ffn_size);
     let heads = Heads {
@@ -92,7 +105,7 @@ pub fn record_layer(
         accumulate: true,
     };
     // Attention: qkv = norm1(x) Wqkv^T (+ b); q, cache <- split (+ RoPE).
-    let input = normed(rec, ctx, buf, norm1, fuse_norms, buf.qkv, t, qkv_dim);
+    let input = normed(rec, ctx, buf, norm1, fuse.norms, buf.qkv, t, qkv_dim);
     ops::matmul(
         rec,
         ctx,
@@ -107,20 +120,38 @@ pub fn record_layer(
         Architecture::Llama => rope_table,
         Architecture::Gpt2 => None,
     };
-    ops::qkv_rope(rec, ctx, buf.qkv, buf.q, kv.0, kv.1, table, t, pos, heads);
+    let from_qkv = if fuse.qkv_in_attention && t == 1 {
+        Some(ops::FromQkv {
+            qkv: buf.qkv,
+            rope_table: table,
+        })
+    } else {
+        ops::qkv_rope(rec, ctx, buf.qkv, buf.q, kv.0, kv.1, table, t, pos, heads);
+        None
+    };
     // att = attention(q, cache); x += att Wo^T (+ b).
     let scratch = AttnScratch {
         ml: buf.ml,
         acc: buf.acc,
     };
-    ops::attention(
-        rec, ctx, buf.q, kv.0, kv.1, &scratch, buf.att, t, pos, heads, None,
+    let parts = ops::attention_partial(
+        rec, ctx, from_qkv, buf.q, kv.0, kv.1, &scratch, t, pos, heads, None,
     );
+    let o_input = if fuse.combine && parts.mergeable_by_matvec(ctx) && which != MatmulKernel::Tiled
+    {
+        MatmulIo {
+            combine: Some(parts),
+            ..MatmulIo::plain(buf.acc, buf.x, t, c)
+        }
+    } else {
+        ops::attention_combine(rec, ctx, &parts, buf.att);
+        MatmulIo::plain(buf.att, buf.x, t, c)
+    };
     ops::matmul(
         rec,
         ctx,
         "matmul.o",
-        &MatmulIo::plain(buf.att, buf.x, t, c),
+        &o_input,
         &layer.o,
         layer.o_b.as_ref(),
         residual,
@@ -132,7 +163,7 @@ pub fn record_layer(
         Architecture::Gpt2 => (f, true),
         Architecture::Llama => (2 * f, false),
     };
-    let input = normed(rec, ctx, buf, norm2, fuse_norms, buf.h, t, width);
+    let input = normed(rec, ctx, buf, norm2, fuse.norms, buf.h, t, width);
     ops::matmul(
         rec,
         ctx,

@@ -391,6 +391,76 @@ impl GpuOps {
         Ok((qo, ko, vo))
     }
 
+    /// One decode step's attention from the qkv product's row `qkv ((H + 2 KV) hd)` over caches
+    /// holding `pos` rows of `k_prev`, `v_prev`, RoPE by `theta` if any: with `fused`, the partial
+    /// pass reads qkv itself and appends the new row (what decode records); without, qkv_rope
+    /// runs first. Returns `(attention output, k cache, v cache)` with `pos + 1` cache rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_attention(
+        &mut self,
+        qkv: &[f32],
+        k_prev: &[f32],
+        v_prev: &[f32],
+        pos: usize,
+        h: Heads,
+        theta: Option<f32>,
+        fused: bool,
+    ) -> Result<QkvCaches, EngineError> {
+        let ctx = self.ctx.clone();
+        let (qd, kvd) = (h.heads * h.hd, h.kv_heads * h.hd);
+        if qkv.len() != qd + 2 * kvd || k_prev.len() != pos * kvd || v_prev.len() != pos * kvd {
+            return Err(EngineError::Shape(format!(
+                "decode_attention takes one qkv row of {} and {pos} cache rows of {kvd}",
+                qd + 2 * kvd
+            )));
+        }
+        let table =
+            theta.map(|th| storage_init(&ctx, "rope", bytes(&ops::rope_table(th, h.hd, pos + 1))));
+        let src = storage_init(&ctx, "qkv", bytes(qkv));
+        let q = storage(&ctx, "q", (qd * 4) as u64);
+        let mut kc = k_prev.to_vec();
+        kc.resize((pos + 1) * kvd, 0.0);
+        let mut vc = v_prev.to_vec();
+        vc.resize((pos + 1) * kvd, 0.0);
+        let kb = storage_init(&ctx, "k", bytes(&kc));
+        let vb = storage_init(&ctx, "v", bytes(&vc));
+        let slots =
+            h.heads * (pos + 1).div_ceil(ctx.consts.att_wg as usize) + ops::ATTENTION_TARGET_GROUPS;
+        let ml = storage(&ctx, "ml", (slots * 8) as u64);
+        let acc = storage(&ctx, "acc", (slots * h.hd * 4) as u64);
+        let out = storage(&ctx, "out", (qd * 4) as u64);
+        let scratch = ops::AttnScratch { ml: &ml, acc: &acc };
+        let mut rec = Recorder::default();
+        let from_qkv = if fused {
+            Some(ops::FromQkv {
+                qkv: &src,
+                rope_table: table.as_ref(),
+            })
+        } else {
+            ops::qkv_rope(
+                &mut rec,
+                &ctx,
+                &src,
+                &q,
+                &kb,
+                &vb,
+                table.as_ref(),
+                1,
+                pos,
+                h,
+            );
+            None
+        };
+        let parts = ops::attention_partial(
+            &mut rec, &ctx, from_qkv, &q, &kb, &vb, &scratch, 1, pos, h, None,
+        );
+        ops::attention_combine(&mut rec, &ctx, &parts, &out);
+        let att = f32s(&self.run(rec, &out, qd)?);
+        let ko = f32s(&self.run(Recorder::default(), &kb, kc.len())?);
+        let vo = f32s(&self.run(Recorder::default(), &vb, vc.len())?);
+        Ok((att, ko, vo))
+    }
+
     /// Causal attention of `q (T, H hd)` over `k, v (pos + T, KV hd)`; `splits` forces the
     /// key split count.
     pub fn attention(
@@ -418,6 +488,72 @@ impl GpuOps {
             &mut rec, &ctx, &qb, &kb, &vb, &scratch, &out, t, pos, h, splits,
         );
         Ok(f32s(&self.run(rec, &out, q.len())?))
+    }
+
+    /// One query row's attention over `k, v (pos + 1, KV hd)` times `w (N, H hd)^T`, with the
+    /// key splits merged inside the product's input (`fused`, what decode records) or by the
+    /// combine dispatch first; `splits` forces the key split count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_product(
+        &mut self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        pos: usize,
+        h: Heads,
+        splits: Option<usize>,
+        w: &[f16],
+        fused: bool,
+    ) -> Result<Vec<f32>, EngineError> {
+        let ctx = self.ctx.clone();
+        let kd = h.heads * h.hd;
+        if q.len() != kd || !w.len().is_multiple_of(kd) {
+            return Err(EngineError::Shape(format!(
+                "attention_product takes one row of {kd} and a matrix {kd} wide"
+            )));
+        }
+        let n = w.len() / kd;
+        let qb = storage_init(&ctx, "q", bytes(q));
+        let kb = storage_init(&ctx, "k", bytes(k));
+        let vb = storage_init(&ctx, "v", bytes(v));
+        let most = (pos + 1).div_ceil(ctx.consts.att_wg as usize).max(1);
+        let slots = h.heads * most.max(splits.unwrap_or(1)) + ops::ATTENTION_TARGET_GROUPS;
+        let ml = storage(&ctx, "ml", (slots * 8) as u64);
+        let acc = storage(&ctx, "acc", (slots * h.hd * 4) as u64);
+        let att = storage(&ctx, "att", (kd * 4) as u64);
+        let wm = GpuMatrix::upload(&ctx, "w", w, n, kd)?;
+        let out = storage(&ctx, "out", (n * 4) as u64);
+        let mut rec = Recorder::default();
+        let scratch = ops::AttnScratch { ml: &ml, acc: &acc };
+        let parts = ops::attention_partial(
+            &mut rec, &ctx, None, &qb, &kb, &vb, &scratch, 1, pos, h, splits,
+        );
+        let io = if fused {
+            if !parts.mergeable_by_matvec(&ctx) {
+                return Err(EngineError::Shape(format!(
+                    "{} heads x {} splits of {} do not fit the merging matvec",
+                    h.heads, parts.splits, h.hd
+                )));
+            }
+            MatmulIo {
+                combine: Some(parts),
+                ..MatmulIo::plain(&acc, &out, 1, n)
+            }
+        } else {
+            ops::attention_combine(&mut rec, &ctx, &parts, &att);
+            MatmulIo::plain(&att, &out, 1, n)
+        };
+        ops::matmul(
+            &mut rec,
+            &ctx,
+            "matmul.o",
+            &io,
+            &wm,
+            None,
+            Epilogue::default(),
+            MatmulKernel::Vec,
+        );
+        Ok(f32s(&self.run(rec, &out, n)?))
     }
 
     /// The `k` largest of `vals` as `(index, value)`, best first, ties to the lower index.

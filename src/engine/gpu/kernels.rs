@@ -25,6 +25,8 @@ macro_rules! shader {
 pub const EMBED: ShaderFile = shader!("embed.wgsl");
 pub const NORM: ShaderFile = shader!("norm.wgsl");
 pub const MATMUL: ShaderFile = shader!("matmul.wgsl");
+/// Compiled after matmul.wgsl's text, on devices with subgroups only (see the file).
+pub const MATVEC_SUBGROUP: ShaderFile = shader!("matvec_subgroup.wgsl");
 pub const ELEMENTWISE: ShaderFile = shader!("elementwise.wgsl");
 pub const ROPE: ShaderFile = shader!("rope.wgsl");
 pub const ATTENTION: ShaderFile = shader!("attention.wgsl");
@@ -49,6 +51,8 @@ pub enum Kernel {
     Embed,
     Norm,
     Matvec,
+    MatvecMerged,
+    MatvecSubgroup,
     Matmul,
     Add,
     BiasAdd,
@@ -66,10 +70,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, for warming the pipeline cache.
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::Embed,
         Kernel::Norm,
         Kernel::Matvec,
+        Kernel::MatvecMerged,
+        Kernel::MatvecSubgroup,
         Kernel::Matmul,
         Kernel::Add,
         Kernel::BiasAdd,
@@ -90,7 +96,8 @@ impl Kernel {
         match self {
             Kernel::Embed => EMBED,
             Kernel::Norm => NORM,
-            Kernel::Matvec | Kernel::Matmul => MATMUL,
+            Kernel::Matvec | Kernel::MatvecMerged | Kernel::Matmul => MATMUL,
+            Kernel::MatvecSubgroup => MATVEC_SUBGROUP,
             Kernel::Add | Kernel::BiasAdd | Kernel::Gelu | Kernel::SiluMul => ELEMENTWISE,
             Kernel::Rope | Kernel::QkvRope => ROPE,
             Kernel::AttnPartial | Kernel::AttnCombine => ATTENTION,
@@ -105,6 +112,8 @@ impl Kernel {
             Kernel::Embed => "embed",
             Kernel::Norm => "norm",
             Kernel::Matvec => "matvec",
+            Kernel::MatvecMerged => "matvec_merged",
+            Kernel::MatvecSubgroup => "matvec_sg",
             Kernel::Matmul => "matmul",
             Kernel::Add => "add",
             Kernel::BiasAdd => "bias_add",
@@ -136,6 +145,9 @@ pub struct Consts {
     pub matvec_max_lanes: u32,
     pub matvec_min_lanes: u32,
     pub matvec_max_t: u32,
+    /// Largest K and heads x splits of a matvec whose input is attention's merged partials.
+    pub matvec_combine_max_k: u32,
+    pub matvec_combine_max_slots: u32,
     /// Side of the matmul output tile.
     pub mm_tile: u32,
     /// Keys per attention block (threads of attn_partial), the largest head size, and the
@@ -167,6 +179,8 @@ impl Consts {
             matvec_max_lanes: get(MATMUL, "MATVEC_MAX_LANES")?,
             matvec_min_lanes: get(MATMUL, "MATVEC_PART")?,
             matvec_max_t: get(MATMUL, "MATVEC_MAX_T")?,
+            matvec_combine_max_k: get(MATMUL, "MATVEC_COMBINE_MAX_K")?,
+            matvec_combine_max_slots: get(MATMUL, "MATVEC_COMBINE_MAX_SLOTS")?,
             mm_tile: get(MATMUL, "MM_TILE")?,
             att_wg: get(ATTENTION, "ATT_WG")?,
             att_max_hd: get(ATTENTION, "ATT_MAX_HD")?,

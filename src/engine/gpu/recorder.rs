@@ -148,7 +148,14 @@ pub struct Runner {
     cache: HashMap<BindKey, wgpu::BindGroup>,
     timestamps: Option<Timestamps>,
     bytes: Vec<u8>,
+    /// Dispatches per command buffer; 0 keeps a step in one.
+    submit_every: usize,
 }
+
+/// Dispatches per command buffer unless `SYNAPSE_GPU_SUBMIT_EVERY` says otherwise (0: the
+/// whole step in one). Submitting a step in pieces lets the GPU run the first dispatches while
+/// the host still encodes the rest (docs/PERF.md, "GPU engine").
+pub const SUBMIT_EVERY: usize = 24;
 
 /// Queries in one timestamp set (wgpu's limit).
 const MAX_QUERIES: u32 = wgpu::QUERY_SET_MAX_QUERIES;
@@ -163,7 +170,17 @@ impl Runner {
             cache: HashMap::new(),
             timestamps: None,
             bytes: Vec::new(),
+            submit_every: std::env::var("SYNAPSE_GPU_SUBMIT_EVERY")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(SUBMIT_EVERY),
         }
+    }
+
+    /// Sets how many dispatches go in one command buffer before it is submitted (0: never
+    /// split a step).
+    pub fn set_submit_every(&mut self, n: usize) {
+        self.submit_every = n;
     }
 
     /// Turns per-dispatch GPU timestamps on or off; an error when the adapter has none.
@@ -217,7 +234,11 @@ impl Runner {
     }
 
     /// Encodes `rec` into `encoder`: writes every dispatch's parameters into the uniform
-    /// buffer (one `write_buffer`, so call this once per submission), then records the passes.
+    /// buffer (one `write_buffer`, so call this once per step), then records the passes.
+    /// Every `submit_every` dispatches the encoder so far is finished and submitted and
+    /// `encoder` replaced by a fresh one, so the GPU starts while the rest is encoded; the
+    /// caller submits what is left in `encoder`. Submissions run in order, so the step's
+    /// dependencies hold across them.
     pub fn encode(
         &mut self,
         ctx: &GpuContext,
@@ -270,6 +291,19 @@ impl Runner {
                     );
                 }
                 Item::Dispatch(d) => {
+                    if self.submit_every > 0
+                        && slot > 0
+                        && (slot as usize).is_multiple_of(self.submit_every)
+                    {
+                        pass = None;
+                        let fresh =
+                            ctx.device
+                                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                                    label: Some("step part"),
+                                });
+                        let done = std::mem::replace(encoder, fresh);
+                        ctx.queue.submit([done.finish()]);
+                    }
                     let pipeline = ctx.pipeline(d.kernel)?;
                     let key = BindKey {
                         pipeline: pipeline.clone(),

@@ -20,7 +20,7 @@ use super::super::{
 };
 use super::buffers::{Readback, f32s, storage, storage_init, u32s};
 use super::context::GpuContext;
-use super::forward::record_layer;
+use super::forward::{Fusions, record_layer};
 use super::load::ShardWeights;
 use super::ops::{self, Epilogue, MatmulIo, MatmulKernel};
 use super::recorder::{Profile, Recorder, Runner};
@@ -58,7 +58,7 @@ pub struct GpuShard {
     runner: Runner,
     readback: Readback,
     matmul: MatmulKernel,
-    fuse_norms: bool,
+    fuse: Fusions,
     profile: Profile,
     dispatches: usize,
     host: HostTimes,
@@ -147,7 +147,12 @@ impl GpuShard {
             runner,
             readback: Readback::default(),
             matmul: MatmulKernel::Auto,
-            fuse_norms,
+            fuse: Fusions {
+                norms: fuse_norms,
+                // Off only to measure it (docs/PERF.md): one dispatch fewer a block.
+                combine: std::env::var("SYNAPSE_GPU_FUSE_COMBINE").map_or(true, |v| v != "0"),
+                qkv_in_attention: std::env::var("SYNAPSE_GPU_FUSE_QKV").map_or(true, |v| v != "0"),
+            },
             profile: Profile::default(),
             dispatches: 0,
             host: HostTimes::default(),
@@ -177,7 +182,19 @@ impl GpuShard {
     /// Fuses each block's norms into the products that read them (the default for Llama on
     /// GPUs) or runs them as their own dispatches (the default otherwise).
     pub fn set_fuse_norms(&mut self, on: bool) {
-        self.fuse_norms = on;
+        self.fuse.norms = on;
+    }
+
+    /// Merges attention's key splits inside the o product's input at decode (the default) or
+    /// in a dispatch of their own.
+    pub fn set_fuse_combine(&mut self, on: bool) {
+        self.fuse.combine = on;
+    }
+
+    /// Does decode's q/k/v split, RoPE and cache append inside attention's partial pass (the
+    /// default) or in a dispatch of their own.
+    pub fn set_fuse_qkv(&mut self, on: bool) {
+        self.fuse.qkv_in_attention = on;
     }
 
     /// Turns per-dispatch GPU timestamps on (an error where the adapter has none) or off.
@@ -357,7 +374,7 @@ impl GpuShard {
                 t,
                 pos,
                 self.matmul,
-                self.fuse_norms,
+                self.fuse,
             );
         }
 

@@ -19,6 +19,19 @@ struct AttnParams {
     splits: u32,
     split_len: u32,
     scale: f32,
+    from_qkv: u32,
+    has_rope: u32,
+    _pad: [u32; 2],
+}
+
+/// Decode's fusion of qkv_rope into attention (attention.wgsl `from_qkv`): q and the new key
+/// and value come straight from the qkv product's one row, rotated by `rope_table` when there
+/// is one, and the partial pass appends the new row to the caches itself.
+#[derive(Clone, Copy)]
+pub struct FromQkv<'a> {
+    /// `(1, q_dim + 2 kv_dim)` the qkv product's output.
+    pub qkv: &'a wgpu::Buffer,
+    pub rope_table: Option<&'a wgpu::Buffer>,
 }
 
 /// Workgroups attention aims for when it splits the keys of few rows (decode): enough to
@@ -49,6 +62,35 @@ pub struct AttnScratch<'a> {
     pub acc: &'a wgpu::Buffer,
 }
 
+/// Attention's per-split partial outputs, as [`attention_partial`] left them: what the combine,
+/// or a one-token product that merges them itself, reads.
+#[derive(Clone, Copy)]
+pub struct AttnPartials<'a> {
+    /// `(T, H, S)` running (max, sum) pairs.
+    pub ml: &'a wgpu::Buffer,
+    /// `(T, H, S, hd)` unnormalised outputs.
+    pub acc: &'a wgpu::Buffer,
+    pub t: usize,
+    pub heads: usize,
+    pub hd: usize,
+    pub splits: usize,
+    params: AttnParams,
+}
+
+impl AttnPartials<'_> {
+    /// Whether a one-token matvec can merge these partials as its input
+    /// ([`super::MatmulIo::combine`]): one row, and the merged row and its split factors fit
+    /// the kernel's workgroup memory.
+    pub fn mergeable_by_matvec(&self, ctx: &GpuContext) -> bool {
+        let c = &ctx.consts;
+        let k = self.heads * self.hd;
+        self.t == 1
+            && k.is_multiple_of(8)
+            && k <= c.matvec_combine_max_k as usize
+            && self.heads * self.splits <= c.matvec_combine_max_slots as usize
+    }
+}
+
 /// `out (T, H * hd) = causal_attention(q (T, H * hd), caches rows 0..pos + T)` in two
 /// dispatches; `splits` overrides the key split count (tests), else [`attention_splits`].
 #[allow(clippy::too_many_arguments)]
@@ -65,6 +107,28 @@ pub fn attention(
     h: Heads,
     splits: Option<usize>,
 ) {
+    let parts = attention_partial(
+        rec, ctx, None, q, k_cache, v_cache, scratch, t, pos, h, splits,
+    );
+    attention_combine(rec, ctx, &parts, out);
+}
+
+/// Attention's first pass: each (row, head, key split)'s partial output into `scratch`. With
+/// `from_qkv` (one row only), `q` is not read: see [`FromQkv`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_partial<'a>(
+    rec: &mut Recorder,
+    ctx: &GpuContext,
+    from_qkv: Option<FromQkv<'_>>,
+    q: &wgpu::Buffer,
+    k_cache: &wgpu::Buffer,
+    v_cache: &wgpu::Buffer,
+    scratch: &AttnScratch<'a>,
+    t: usize,
+    pos: usize,
+    h: Heads,
+    splits: Option<usize>,
+) -> AttnPartials<'a> {
     let c = &ctx.consts;
     assert!(
         h.hd <= c.att_max_hd as usize,
@@ -90,6 +154,16 @@ pub fn attention(
         splits: u(splits),
         split_len: u(split_len),
         scale: 1.0 / (h.hd as f32).sqrt(),
+        from_qkv: u32::from(from_qkv.is_some()),
+        has_rope: u32::from(from_qkv.is_some_and(|f| f.rope_table.is_some())),
+        _pad: [0; 2],
+    };
+    if from_qkv.is_some() {
+        assert_eq!(t, 1, "attention reads q from qkv at decode only");
+    }
+    let (q, qkv, table) = match from_qkv {
+        Some(f) => (f.qkv, f.qkv, f.rope_table.unwrap_or(&ctx.dummy)),
+        None => (q, &ctx.dummy, &ctx.dummy),
     };
     rec.dispatch(
         Kernel::AttnPartial,
@@ -101,14 +175,37 @@ pub fn attention(
             (3, v_cache),
             (4, scratch.ml),
             (5, scratch.acc),
+            (8, qkv),
+            (9, table),
         ],
         grid(ctx, u(t * h.heads * splits)),
     );
+    AttnPartials {
+        ml: scratch.ml,
+        acc: scratch.acc,
+        t,
+        heads: h.heads,
+        hd: h.hd,
+        splits,
+        params,
+    }
+}
+
+/// Attention's second pass: the splits merged into `out (T, H * hd)`.
+pub fn attention_combine(
+    rec: &mut Recorder,
+    ctx: &GpuContext,
+    parts: &AttnPartials<'_>,
+    out: &wgpu::Buffer,
+) {
     rec.dispatch(
         Kernel::AttnCombine,
         "attention",
-        &params,
-        &[(4, scratch.ml), (7, scratch.acc), (6, out)],
-        grid(ctx, u((t * h.heads * h.hd).div_ceil(c.combine_wg as usize))),
+        &parts.params,
+        &[(4, parts.ml), (7, parts.acc), (6, out)],
+        grid(
+            ctx,
+            u((parts.t * parts.heads * parts.hd).div_ceil(ctx.consts.combine_wg as usize)),
+        ),
     );
 }

@@ -24,6 +24,9 @@ struct MatmulParams {
     flags: u32,
     eps: f32,
     lanes: u32,
+    heads: u32,
+    splits: u32,
+    _pad: [u32; 2],
 }
 
 /// What the matrix product does after the dot products (the WGSL's FLAG_*).
@@ -41,6 +44,7 @@ const FLAG_ACCUMULATE: u32 = 4;
 const FLAG_SILU_GATE: u32 = 8;
 const FLAG_NORM: u32 = 16;
 const FLAG_RMS: u32 = 32;
+const FLAG_ATT_COMBINE: u32 = 64;
 
 /// A norm applied to each row of a matrix product's input as it is read.
 #[derive(Clone, Copy)]
@@ -72,6 +76,9 @@ pub struct MatmulIo<'a> {
     pub gated: bool,
     /// Normalise each x row first (a block's pre-norm fused into its first product).
     pub norm: Option<InputNorm<'a>>,
+    /// x is attention's split partials (decode): the input is their merge
+    /// ([`super::attention_partial`] says when this is allowed).
+    pub combine: Option<super::AttnPartials<'a>>,
     pub out: &'a wgpu::Buffer,
     pub out_stride: usize,
     pub out_col: usize,
@@ -86,6 +93,7 @@ impl<'a> MatmulIo<'a> {
             t,
             gated: false,
             norm: None,
+            combine: None,
             out,
             out_stride: width,
             out_col: 0,
@@ -130,7 +138,33 @@ pub fn matmul(
             None => 0,
             Some(NormKind::Layer) => FLAG_NORM,
             Some(NormKind::Rms) => FLAG_NORM | FLAG_RMS,
+        }
+        | if io.combine.is_some() {
+            FLAG_ATT_COMBINE
+        } else {
+            0
         };
+    // Where the device has fixed-size subgroups, wide products (N >= 2K: gate/up, GPT-2's qkv,
+    // the head) sum with them instead (matvec_subgroup.wgsl): one subgroup a feature, `lanes` =
+    // the subgroup size. Narrow ones keep the workgroup matvec: its 64 lanes a row and shared
+    // norm statistics were faster there on the H200 (docs/PERF.md).
+    let subgroup = ctx.subgroup_matvec_size().filter(|_| w.rows >= 2 * k);
+    let kernel = match (kernel, io.combine.is_some(), subgroup) {
+        (Kernel::Matvec, true, _) => Kernel::MatvecMerged,
+        (Kernel::Matvec, false, Some(_)) => Kernel::MatvecSubgroup,
+        (k, _, _) => k,
+    };
+    let lanes = match (kernel, subgroup) {
+        (Kernel::MatvecSubgroup, Some(sg)) => sg,
+        _ => ctx.matvec_lanes(),
+    };
+    if let Some(c) = &io.combine {
+        assert!(
+            kernel == Kernel::MatvecMerged && io.t == 1 && io.norm.is_none() && !io.gated,
+            "attention's merge feeds a plain one-token matvec"
+        );
+        assert_eq!(c.heads * c.hd, k, "merged attention width");
+    }
     if let Some(n) = &io.norm {
         assert!(!io.gated, "a gated input is not normalised");
         assert_eq!(n.w.len, k, "norm weight length");
@@ -143,7 +177,6 @@ pub fn matmul(
     let norm_w = io.norm.map_or(&ctx.dummy, |n| &n.w.buffer);
     let norm_b = io.norm.and_then(|n| n.b).map_or(&ctx.dummy, |b| &b.buffer);
     let x_stride = if io.gated { 2 * k } else { k };
-    let lanes = ctx.matvec_lanes();
     let bias_buf = bias.map_or(&ctx.dummy, |b| &b.buffer);
     for chunk in &w.chunks {
         let params = MatmulParams {
@@ -159,9 +192,12 @@ pub fn matmul(
             flags,
             eps: io.norm.map_or(0.0, |n| n.eps),
             lanes,
+            heads: io.combine.map_or(0, |c| u(c.heads)),
+            splits: io.combine.map_or(0, |c| u(c.splits)),
+            _pad: [0; 2],
         };
         let groups = match kernel {
-            Kernel::Matvec => grid(
+            Kernel::Matvec | Kernel::MatvecMerged | Kernel::MatvecSubgroup => grid(
                 ctx,
                 u(chunk.rows.div_ceil((ctx.consts.matvec_wg / lanes) as usize)),
             ),
@@ -170,17 +206,30 @@ pub fn matmul(
                 [u(chunk.rows.div_ceil(tile)), u(io.t.div_ceil(tile)), 1]
             }
         };
-        let mut bindings = vec![
-            (1, io.x),
-            (2, &chunk.buffer),
-            (3, bias_buf),
-            (4, io.out),
-            (6, norm_w),
-            (7, norm_b),
-        ];
-        if kernel == Kernel::Matvec {
-            bindings.push((5, io.x));
-        }
+        // Each entry point's derived layout holds only the bindings it uses.
+        let bindings = match (kernel, io.combine) {
+            (Kernel::MatvecMerged, Some(c)) => vec![
+                (2, &chunk.buffer),
+                (3, bias_buf),
+                (4, io.out),
+                (5, io.x),
+                (8, c.ml),
+            ],
+            _ => {
+                let mut b = vec![
+                    (1, io.x),
+                    (2, &chunk.buffer),
+                    (3, bias_buf),
+                    (4, io.out),
+                    (6, norm_w),
+                    (7, norm_b),
+                ];
+                if matches!(kernel, Kernel::Matvec | Kernel::MatvecSubgroup) {
+                    b.push((5, io.x));
+                }
+                b
+            }
+        };
         rec.dispatch(kernel, kind, &params, &bindings, groups);
     }
 }
