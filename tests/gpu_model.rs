@@ -296,9 +296,9 @@ fn block_weight_splits_load_expanded_to_f16() {
     }
 }
 
-/// Speculative decoding on the GPU engine: a verification step's rows (the default
-/// `step_top_k_rows`: every row's logits, selected on the CPU) hold the same top-k as decoding
-/// the tokens one at a time, with logits within the kernels' rounding; truncating the cache and
+/// Speculative decoding on the GPU engine: a verification step's rows (the head and top-k a
+/// row at a time on the GPU, as the browser engine does) hold the same top-k as decoding the
+/// tokens one at a time, with logits within the kernels' rounding; truncating the cache and
 /// stepping on gives what a session that never held the rejected tokens gives.
 #[test]
 fn verification_rows_and_truncation_match_one_token_steps() {

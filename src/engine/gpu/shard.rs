@@ -32,7 +32,11 @@ enum Want {
     Hidden,
     Int8,
     Logits(LogitsMode),
-    TopK(usize),
+    /// The `k` best logits of each of the last `rows` tokens.
+    TopK {
+        k: usize,
+        rows: usize,
+    },
 }
 
 /// What it got.
@@ -40,7 +44,7 @@ enum Got {
     Hidden(Activations),
     Int8(Int8Rows),
     Logits(Activations),
-    TopK(Vec<(u32, f32)>),
+    TopK(Vec<Vec<(u32, f32)>>),
 }
 
 /// One shard on the GPU.
@@ -289,7 +293,7 @@ impl GpuShard {
         let started = Instant::now();
         let has_head = self.weights.head.is_some();
         match want {
-            Want::Logits(_) | Want::TopK(_) if !has_head => {
+            Want::Logits(_) | Want::TopK { .. } if !has_head => {
                 return Err(EngineError::Shape(format!(
                     "shard {} has no output head",
                     self.info.index
@@ -309,11 +313,11 @@ impl GpuShard {
         self.ensure_scratch(t);
         let logits = match want {
             Want::Logits(LogitsMode::All) => Some(self.logits_buffer(t)),
-            Want::Logits(LogitsMode::Last) | Want::TopK(_) => Some(self.logits_buffer(1)),
+            Want::Logits(LogitsMode::Last) | Want::TopK { .. } => Some(self.logits_buffer(1)),
             _ => None,
         };
         let topk = match want {
-            Want::TopK(k) => Some(self.topk_buffers(k)),
+            Want::TopK { k, .. } => Some(self.topk_buffers(k)),
             _ => None,
         };
         let mut encoder = ctx
@@ -394,7 +398,7 @@ impl GpuShard {
                 rec.copy(&s.q8, 0, &rb, 0, qbytes);
                 rec.copy(&s.scales, 0, &rb, qbytes, (t * 4) as u64);
             }
-            Want::Logits(_) | Want::TopK(_) => {
+            Want::Logits(_) | Want::TopK { .. } => {
                 let head = self.weights.head.as_ref().expect("checked");
                 let weight = match (&head.weight, &self.weights.embedding) {
                     (Some(w), _) => w,
@@ -403,6 +407,7 @@ impl GpuShard {
                 };
                 let (rows, first) = match want {
                     Want::Logits(LogitsMode::All) => (t, 0),
+                    Want::TopK { rows, .. } => (rows, t - rows),
                     _ => (1, t - 1),
                 };
                 let kind = ShardWeights::norm_kind(self.arch);
@@ -419,15 +424,20 @@ impl GpuShard {
                     &s.a,
                 );
                 let (lb, group) = logits.expect("made above");
-                if let Want::TopK(k) = want {
-                    self.head_rows(&mut rec, weight, &s.a, 0, 1, &lb);
+                if let Want::TopK { k, .. } = want {
+                    // A row at a time through the one-row logits buffer (the browser engine
+                    // does the same): row r's values at r*k*8, its ids after them.
                     let b = topk.as_ref().expect("made above");
-                    let (ov, oi) =
-                        ops::top_k(&mut rec, &ctx, &lb, v, k, [(&b[0], &b[1]), (&b[2], &b[3])]);
-                    read_bytes = (k * 8) as u64;
+                    read_bytes = (rows * k * 8) as u64;
                     let rb = self.readback.reserve(&ctx, read_bytes).clone();
-                    rec.copy(ov, 0, &rb, 0, (k * 4) as u64);
-                    rec.copy(oi, 0, &rb, (k * 4) as u64, (k * 4) as u64);
+                    for r in 0..rows {
+                        self.head_rows(&mut rec, weight, &s.a, r, 1, &lb);
+                        let (ov, oi) =
+                            ops::top_k(&mut rec, &ctx, &lb, v, k, [(&b[0], &b[1]), (&b[2], &b[3])]);
+                        let at = (r * k * 8) as u64;
+                        rec.copy(ov, 0, &rb, at, (k * 4) as u64);
+                        rec.copy(oi, 0, &rb, at + (k * 4) as u64, (k * 4) as u64);
+                    }
                 } else {
                     read_bytes = (rows * v * 4) as u64;
                     let rb = self.readback.reserve(&ctx, read_bytes).clone();
@@ -470,11 +480,16 @@ impl GpuShard {
             Want::Logits(_) => {
                 Got::Logits(Activations::new(bytes.len() / (v * 4), v, f32s(&bytes))?)
             }
-            Want::TopK(k) => {
-                let vals = f32s(&bytes[..k * 4]);
-                let ids = u32s(&bytes[k * 4..]);
-                Got::TopK(ids.into_iter().zip(vals).collect())
-            }
+            Want::TopK { k, rows } => Got::TopK(
+                (0..rows)
+                    .map(|r| {
+                        let row = &bytes[r * k * 8..(r + 1) * k * 8];
+                        let vals = f32s(&row[..k * 4]);
+                        let ids = u32s(&row[k * 4..]);
+                        ids.into_iter().zip(vals).collect()
+                    })
+                    .collect(),
+            ),
         })
     }
 
@@ -589,7 +604,31 @@ impl ShardExecutor for GpuShard {
                 "top-k needs 1 <= k <= {most}, got {k}"
             )));
         }
-        match self.run(session, pos, input, Want::TopK(k))? {
+        let mut rows = self.step_top_k_rows(session, pos, input, k, 1)?;
+        Ok(rows.pop().expect("one row"))
+    }
+
+    fn step_top_k_rows(
+        &mut self,
+        session: SessionId,
+        pos: usize,
+        input: StepInput<'_>,
+        k: usize,
+        rows: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>, EngineError> {
+        let most = (self.ctx.consts.topk_chunk as usize).min(self.cfg.vocab_size);
+        if k == 0 || k > most {
+            return Err(EngineError::Shape(format!(
+                "top-k needs 1 <= k <= {most}, got {k}"
+            )));
+        }
+        let t = input.len();
+        if rows == 0 || rows > t {
+            return Err(EngineError::Shape(format!(
+                "asked for the logits of {rows} rows of a {t}-token step"
+            )));
+        }
+        match self.run(session, pos, input, Want::TopK { k, rows })? {
             Got::TopK(v) => Ok(v),
             _ => unreachable!("asked for top-k"),
         }
