@@ -249,30 +249,7 @@ impl Cluster {
 
 /// Greedy ids of the single-process CPU engine on a model directory.
 fn reference_ids(dir: &Path, prompt: &str, max_tokens: usize) -> Vec<u32> {
-    reference_ids_with(dir, prompt, max_tokens, &SamplingParams::default())
-}
-
-fn reference_ids_with(
-    dir: &Path,
-    prompt: &str,
-    max_tokens: usize,
-    sampling: &SamplingParams,
-) -> Vec<u32> {
-    let m = ModelDir::open(dir).unwrap();
-    let tok = m.tokenizer().unwrap();
-    let mut pipe = m.cpu_pipeline().unwrap();
-    let ids = tok.encode(prompt).unwrap();
-    synapse::generate::generate(
-        &mut pipe,
-        &tok,
-        &ids,
-        sampling,
-        max_tokens,
-        &m.manifest.config.eos_token_ids,
-        |_| {},
-    )
-    .unwrap()
-    .ids
+    common::cpu_engine_ids(dir, prompt, &SamplingParams::default(), max_tokens)
 }
 
 /// The synthetic Llama (3 layers) in 3 shards: one per layer.
@@ -379,7 +356,7 @@ async fn browser_and_native_nodes_match_the_cpu_engine_and_survive_a_closed_tab(
         seed: 7,
         ..SamplingParams::default()
     };
-    let want_seeded = reference_ids_with(&dir, prompt_rep, 40, &seeded);
+    let want_seeded = common::cpu_engine_ids(&dir, prompt_rep, &seeded, 40);
     let before = cluster.status()["speculation"].clone();
     let ids = cluster.generate_with(prompt_rep, 40, &seeded).await;
     assert_eq!(

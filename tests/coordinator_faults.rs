@@ -20,7 +20,6 @@ use synapse::coordinator::http::status_json;
 use synapse::coordinator::session::GenerateEvent;
 use synapse::coordinator::wire::WireEncoding;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
-use synapse::model::ModelDir;
 use synapse::sampling::SamplingParams;
 
 const TOKEN: &str = "faults-join-token";
@@ -34,21 +33,7 @@ fn tiny_llama(tmp: &Path, n: usize) -> PathBuf {
 
 /// Greedy ids of the single-process CPU engine.
 fn reference_ids(dir: &Path, prompt: &str, max_tokens: usize) -> Vec<u32> {
-    let m = ModelDir::open(dir).unwrap();
-    let tok = m.tokenizer().unwrap();
-    let mut pipe = m.cpu_pipeline().unwrap();
-    let ids = tok.encode(prompt).unwrap();
-    synapse::generate::generate(
-        &mut pipe,
-        &tok,
-        &ids,
-        &SamplingParams::default(),
-        max_tokens,
-        &m.manifest.config.eos_token_ids,
-        |_| {},
-    )
-    .unwrap()
-    .ids
+    common::cpu_engine_ids(dir, prompt, &SamplingParams::default(), max_tokens)
 }
 
 fn config(dir: &Path, encoding: WireEncoding) -> CoordinatorConfig {

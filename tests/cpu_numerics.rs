@@ -234,58 +234,8 @@ fn verification_rows_and_truncation_equal_plain_decoding() {
         let m = ModelDir::open(&dir).unwrap();
         let mut ex = CpuShard::load(&dir, &m.manifest, 0).unwrap();
         let vocab = m.manifest.config.vocab_size as u32;
-        let prompt: Vec<u32> = (0..5).map(|i| (i * 7 + 3) % vocab).collect();
-        let drafts: Vec<u32> = (0..4).map(|i| (i * 11 + 1) % vocab).collect();
-        let (l, k) = (prompt.len(), 6);
-
-        // One verification step after the prompt.
-        ex.open_session(1).unwrap();
-        ex.step(1, 0, StepInput::Tokens(&prompt), LogitsMode::Last)
-            .unwrap();
-        let rows = ex
-            .step_top_k_rows(1, l, StepInput::Tokens(&drafts), k, drafts.len())
-            .unwrap();
-        assert_eq!(rows.len(), drafts.len(), "{at}");
-        // The same tokens one at a time.
-        ex.open_session(2).unwrap();
-        ex.step(2, 0, StepInput::Tokens(&prompt), LogitsMode::Last)
-            .unwrap();
-        for (i, &d) in drafts.iter().enumerate() {
-            let one = ex.step_top_k(2, l + i, StepInput::Tokens(&[d]), k).unwrap();
-            assert_eq!(one, rows[i], "{at}: row {i} of the verification step");
-        }
-        // Keep two drafts, drop the rest, continue with another token: as if never drafted.
-        ex.truncate_session(1, l + 2).unwrap();
-        assert_eq!(ex.session_len(1), Some(l + 2));
-        let next = (drafts[3] + 5) % vocab;
-        let after_cut = ex
-            .step_top_k(1, l + 2, StepInput::Tokens(&[next]), k)
-            .unwrap();
-        ex.open_session(3).unwrap();
-        let mut seq = prompt.clone();
-        seq.extend_from_slice(&drafts[..2]);
-        ex.step(3, 0, StepInput::Tokens(&seq), LogitsMode::Last)
-            .unwrap();
-        let fresh = ex
-            .step_top_k(3, l + 2, StepInput::Tokens(&[next]), k)
-            .unwrap();
-        assert_eq!(after_cut, fresh, "{at}: after truncation");
-
-        // Bad requests are errors, not panics.
-        assert!(
-            ex.truncate_session(1, l + 10).is_err(),
-            "{at}: past the cache"
-        );
-        assert!(ex.truncate_session(99, 0).is_err(), "{at}: unknown session");
-        assert!(
-            ex.step_top_k_rows(3, l + 3, StepInput::Tokens(&[1, 2]), k, 3)
-                .is_err(),
-            "{at}: more rows than tokens"
-        );
-        assert!(
-            ex.step_top_k_rows(3, l + 3, StepInput::Tokens(&[1, 2]), k, 0)
-                .is_err(),
-            "{at}: no rows"
-        );
+        common::check_verification_and_truncation(&mut ex, vocab, 6, |what, a, b| {
+            assert_eq!(a, b, "{at}: {what}")
+        });
     }
 }

@@ -19,7 +19,6 @@ use synapse::coordinator::events::Event;
 use synapse::coordinator::session::GenerateEvent;
 use synapse::coordinator::wire::WireEncoding;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
-use synapse::model::ModelDir;
 use synapse::sampling::SamplingParams;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -120,21 +119,8 @@ fn status_sessions_closed(cluster: &Cluster) -> bool {
 
 /// Greedy ids of the single-process CPU engine on the default model.
 fn reference_ids(max_tokens: usize) -> Vec<u32> {
-    let m = ModelDir::open(&common::default_model()).unwrap();
-    let tok = m.tokenizer().unwrap();
-    let mut pipe = m.cpu_pipeline().unwrap();
-    let ids = tok.encode(PROMPT).unwrap();
-    let g = synapse::generate::generate(
-        &mut pipe,
-        &tok,
-        &ids,
-        &SamplingParams::default(),
-        max_tokens,
-        &m.manifest.config.eos_token_ids,
-        |_| {},
-    )
-    .unwrap();
-    g.ids
+    let model = common::default_model();
+    common::cpu_engine_ids(&model, PROMPT, &SamplingParams::default(), max_tokens)
 }
 
 fn split_default(tmp: &Path, n: usize) -> PathBuf {

@@ -307,10 +307,7 @@ fn verification_rows_and_truncation_match_one_token_steps() {
     let m = ModelDir::open(&dir).unwrap();
     let mut ex = GpuShard::load(context(), &dir, &m.manifest, 0).unwrap();
     let vocab = m.manifest.config.vocab_size as u32;
-    let prompt: Vec<u32> = (0..5).map(|i| (i * 7 + 3) % vocab).collect();
-    let drafts: Vec<u32> = (0..4).map(|i| (i * 11 + 1) % vocab).collect();
-    let (l, k) = (prompt.len(), 4);
-    let close = |what: &str, a: &[(u32, f32)], b: &[(u32, f32)]| {
+    common::check_verification_and_truncation(&mut ex, vocab, 4, |what, a, b| {
         let ids = |v: &[(u32, f32)]| v.iter().map(|e| e.0).collect::<Vec<_>>();
         assert_eq!(ids(a), ids(b), "{what}: top-k ids");
         let worst = a
@@ -319,35 +316,5 @@ fn verification_rows_and_truncation_match_one_token_steps() {
             .map(|(x, y)| (x.1 - y.1).abs())
             .fold(0.0, f32::max);
         assert!(worst < ATOL, "{what}: logits differ by {worst}");
-    };
-    ex.open_session(1).unwrap();
-    ex.step(1, 0, StepInput::Tokens(&prompt), LogitsMode::Last)
-        .unwrap();
-    let rows = ex
-        .step_top_k_rows(1, l, StepInput::Tokens(&drafts), k, drafts.len())
-        .unwrap();
-    ex.open_session(2).unwrap();
-    ex.step(2, 0, StepInput::Tokens(&prompt), LogitsMode::Last)
-        .unwrap();
-    for (i, &d) in drafts.iter().enumerate() {
-        let one = ex.step_top_k(2, l + i, StepInput::Tokens(&[d]), k).unwrap();
-        close(&format!("row {i}"), &rows[i], &one);
-    }
-    ex.truncate_session(1, l + 2).unwrap();
-    assert_eq!(ex.session_len(1), Some(l + 2));
-    let next = (drafts[3] + 5) % vocab;
-    let cut = ex
-        .step_top_k(1, l + 2, StepInput::Tokens(&[next]), k)
-        .unwrap();
-    ex.open_session(3).unwrap();
-    let mut seq = prompt.clone();
-    seq.extend_from_slice(&drafts[..2]);
-    ex.step(3, 0, StepInput::Tokens(&seq), LogitsMode::Last)
-        .unwrap();
-    let fresh = ex
-        .step_top_k(3, l + 2, StepInput::Tokens(&[next]), k)
-        .unwrap();
-    close("after truncation", &cut, &fresh);
-    assert!(ex.truncate_session(1, l + 10).is_err(), "past the cache");
-    assert!(ex.truncate_session(42, 0).is_err(), "unknown session");
+    });
 }

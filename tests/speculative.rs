@@ -18,7 +18,6 @@ use synapse::coordinator::session::{GenerateEvent, GenerateRequest};
 use synapse::coordinator::wire::CoordinatorMessage;
 use synapse::coordinator::wire::WireEncoding;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
-use synapse::model::ModelDir;
 use synapse::sampling::SamplingParams;
 
 const TOKEN: &str = "spec-token";
@@ -151,6 +150,21 @@ impl Cluster {
         })
     }
 
+    /// `POST /v1/completions` with `body`; the response's JSON.
+    async fn completion(&self, body: &serde_json::Value) -> serde_json::Value {
+        let text = reqwest::Client::new()
+            .post(format!("http://{}/v1/completions", self.addr))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
     async fn generate(&self, max_tokens: usize, sampling: SamplingParams, speculate: bool) -> Done {
         tokio::time::timeout(
             Duration::from_secs(300),
@@ -170,30 +184,7 @@ fn split_default(tmp: &Path, n: usize) -> PathBuf {
 
 /// Ids of the single-process CPU engine for the repeat prompt.
 fn reference_ids(dir: &Path, sampling: &SamplingParams, max_tokens: usize) -> Vec<u32> {
-    reference_ids_for(dir, repeat_prompt(), sampling, max_tokens)
-}
-
-fn reference_ids_for(
-    dir: &Path,
-    prompt: &str,
-    sampling: &SamplingParams,
-    max_tokens: usize,
-) -> Vec<u32> {
-    let m = ModelDir::open(dir).unwrap();
-    let tok = m.tokenizer().unwrap();
-    let mut pipe = m.cpu_pipeline().unwrap();
-    let ids = tok.encode(prompt).unwrap();
-    synapse::generate::generate(
-        &mut pipe,
-        &tok,
-        &ids,
-        sampling,
-        max_tokens,
-        &m.manifest.config.eos_token_ids,
-        |_| {},
-    )
-    .unwrap()
-    .ids
+    common::cpu_engine_ids(dir, repeat_prompt(), sampling, max_tokens)
 }
 
 const TOKENS: usize = 32;
@@ -259,48 +250,26 @@ async fn drafts_are_accepted_and_the_output_is_the_plain_one_greedy_and_seeded()
     );
     assert_eq!(s["speculation"]["enabled"], true);
 
-    // The OpenAI API reports them as predicted-output tokens.
+    // The OpenAI API reports them as predicted-output tokens ...
     let body = serde_json::json!({
         "prompt": repeat_prompt(),
         "max_tokens": 16,
         "temperature": 0,
     });
-    let resp: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/v1/completions", cluster.addr))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
-    let details = &resp["usage"]["completion_tokens_details"];
-    let kept = details["accepted_prediction_tokens"].as_u64().unwrap();
-    assert!(kept > 0, "{resp}");
+    let details = cluster.completion(&body).await["usage"]["completion_tokens_details"].clone();
+    assert!(
+        details["accepted_prediction_tokens"].as_u64().unwrap() > 0,
+        "{details}"
+    );
     assert!(
         details["rejected_prediction_tokens"].as_u64().is_some(),
-        "{resp}"
+        "{details}"
     );
     // ... and a request can turn it off.
     let mut off = body.clone();
     off["speculate"] = serde_json::json!(false);
-    let resp: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/v1/completions", cluster.addr))
-        .header("content-type", "application/json")
-        .body(off.to_string())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
-    assert_eq!(
-        resp["usage"]["completion_tokens_details"]["accepted_prediction_tokens"], 0,
-        "{resp}"
-    );
+    let details = cluster.completion(&off).await["usage"]["completion_tokens_details"].clone();
+    assert_eq!(details["accepted_prediction_tokens"], 0, "{details}");
 }
 
 /// Waits for the `n`-th sampled token of any session.
@@ -380,7 +349,7 @@ async fn a_node_that_keeps_rejected_drafts_cannot_change_the_answer() {
     // A list whose pattern breaks: the lookup drafts "3, 1, 2, 4" after "1, 2," and the model
     // disagrees, so drafts are rejected and the caches must be cut.
     let prompt = "Counting: 1, 2, 3, 1, 2, 4, 1, 2, 5, 1, 2,";
-    let want = reference_ids_for(&dir, prompt, &SamplingParams::default(), 24);
+    let want = common::cpu_engine_ids(&dir, prompt, &SamplingParams::default(), 24);
     let cluster = Cluster::start(&dir).await;
     let _a = cluster.node("a", &dir);
     let liar =

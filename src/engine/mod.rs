@@ -214,11 +214,7 @@ pub trait ShardExecutor: Send {
         rows: usize,
     ) -> Result<Vec<Vec<(u32, f32)>>, EngineError> {
         let t = input.len();
-        if rows == 0 || rows > t {
-            return Err(EngineError::Shape(format!(
-                "asked for the logits of {rows} rows of a {t}-token step"
-            )));
-        }
+        check_logit_rows(rows, t)?;
         if rows == 1 {
             return Ok(vec![self.step_top_k(session, pos, input, k)?]);
         }
@@ -299,6 +295,16 @@ impl Int8Rows {
             data,
         }
     }
+}
+
+/// The check every engine's `step_top_k_rows` makes: between 1 and the step's `t` rows.
+pub fn check_logit_rows(rows: usize, t: usize) -> Result<(), EngineError> {
+    if rows == 0 || rows > t {
+        return Err(EngineError::Shape(format!(
+            "asked for the logits of {rows} rows of a {t}-token step"
+        )));
+    }
+    Ok(())
 }
 
 /// The check every engine's `truncate_session` makes: the session is open and holds at least

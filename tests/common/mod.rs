@@ -46,6 +46,91 @@ pub fn default_model() -> PathBuf {
     synapse::fetch::ensure_default_model().expect("fetching the default model")
 }
 
+/// The ids the single-process CPU engine generates for `prompt` on the model in `dir` (up to
+/// `max_tokens`, stopping at the model's end-of-sequence tokens): what every cluster test
+/// compares its output with.
+pub fn cpu_engine_ids(
+    dir: &Path,
+    prompt: &str,
+    sampling: &synapse::sampling::SamplingParams,
+    max_tokens: usize,
+) -> Vec<u32> {
+    let m = synapse::model::ModelDir::open(dir).unwrap();
+    let tok = m.tokenizer().unwrap();
+    let mut pipe = m.cpu_pipeline().unwrap();
+    let ids = tok.encode(prompt).unwrap();
+    synapse::generate::generate(
+        &mut pipe,
+        &tok,
+        &ids,
+        sampling,
+        max_tokens,
+        &m.manifest.config.eos_token_ids,
+        |_| {},
+    )
+    .unwrap()
+    .ids
+}
+
+/// What speculative decoding needs of an engine, on a loaded shard holding the whole model
+/// (`vocab` tokens): a verification step (a prompt, then four drafts with top-k for every row)
+/// gives each row what decoding the drafts one at a time gives, and truncating the cache to keep
+/// two drafts then stepping on gives what a session that never held the others gives. `same`
+/// compares two top-k lists (exactly, or within an engine's rounding). Bad requests are errors.
+pub fn check_verification_and_truncation(
+    ex: &mut dyn synapse::engine::ShardExecutor,
+    vocab: u32,
+    k: usize,
+    same: impl Fn(&str, &[(u32, f32)], &[(u32, f32)]),
+) {
+    use synapse::engine::{LogitsMode, StepInput};
+    let prompt: Vec<u32> = (0..5).map(|i| (i * 7 + 3) % vocab).collect();
+    let drafts: Vec<u32> = (0..4).map(|i| (i * 11 + 1) % vocab).collect();
+    let l = prompt.len();
+    ex.open_session(1).unwrap();
+    ex.step(1, 0, StepInput::Tokens(&prompt), LogitsMode::Last)
+        .unwrap();
+    let rows = ex
+        .step_top_k_rows(1, l, StepInput::Tokens(&drafts), k, drafts.len())
+        .unwrap();
+    assert_eq!(rows.len(), drafts.len());
+    ex.open_session(2).unwrap();
+    ex.step(2, 0, StepInput::Tokens(&prompt), LogitsMode::Last)
+        .unwrap();
+    for (i, &d) in drafts.iter().enumerate() {
+        let one = ex.step_top_k(2, l + i, StepInput::Tokens(&[d]), k).unwrap();
+        same(&format!("row {i} of the verification step"), &rows[i], &one);
+    }
+    ex.truncate_session(1, l + 2).unwrap();
+    assert_eq!(ex.session_len(1), Some(l + 2));
+    let next = (drafts[3] + 5) % vocab;
+    let cut = ex
+        .step_top_k(1, l + 2, StepInput::Tokens(&[next]), k)
+        .unwrap();
+    ex.open_session(3).unwrap();
+    let mut seq = prompt.clone();
+    seq.extend_from_slice(&drafts[..2]);
+    ex.step(3, 0, StepInput::Tokens(&seq), LogitsMode::Last)
+        .unwrap();
+    let fresh = ex
+        .step_top_k(3, l + 2, StepInput::Tokens(&[next]), k)
+        .unwrap();
+    same("after truncation", &cut, &fresh);
+    assert!(ex.truncate_session(1, l + 10).is_err(), "past the cache");
+    assert!(ex.truncate_session(99, 0).is_err(), "unknown session");
+    let two = [1, 2];
+    assert!(
+        ex.step_top_k_rows(3, l + 3, StepInput::Tokens(&two), k, 3)
+            .is_err(),
+        "more rows than tokens"
+    );
+    assert!(
+        ex.step_top_k_rows(3, l + 3, StepInput::Tokens(&two), k, 0)
+            .is_err(),
+        "no rows"
+    );
+}
+
 /// The reference a fixture's numpy script computed.
 #[derive(Debug, serde::Deserialize)]
 pub struct Reference {

@@ -622,12 +622,7 @@ impl ShardExecutor for GpuShard {
                 "top-k needs 1 <= k <= {most}, got {k}"
             )));
         }
-        let t = input.len();
-        if rows == 0 || rows > t {
-            return Err(EngineError::Shape(format!(
-                "asked for the logits of {rows} rows of a {t}-token step"
-            )));
-        }
+        crate::engine::check_logit_rows(rows, input.len())?;
         match self.run(session, pos, input, Want::TopK { k, rows })? {
             Got::TopK(v) => Ok(v),
             _ => unreachable!("asked for top-k"),
