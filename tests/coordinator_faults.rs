@@ -233,6 +233,60 @@ async fn hidden_states_far_off_their_hops_scale_blame_their_sender() {
     }
 }
 
+/// A caught node that reconnects by itself (as every node does) is refused for a while, with
+/// the reason, and `/api/status` lists the ban; the honest node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caught_node_is_refused_when_it_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_llama(tmp.path(), 2);
+    let want = reference_ids(&dir, PROMPT, TOKENS);
+    let server = common::cluster::serve_coordinator(config(&dir, WireEncoding::F32)).await;
+    let coord = server.coord.clone();
+    let liar = lying_node(server.addr, TOKEN, "liar", &dir, None, true, |_| {}).await;
+    let liar_id = node_id(&coord, "liar").await;
+    let _honest = cpu_node(url(&server), "honest", Some(&dir), tmp.path());
+    let honest_id = node_id(&coord, "honest").await;
+    wait_spread(&coord, &[liar_id, honest_id]).await;
+    liar.set(Some(frames(|seen, f| {
+        if seen.frames_before < 6 {
+            return None;
+        }
+        edit_activation(f, |a| a.data.iter_mut().for_each(|x| *x = 0.0))
+    })));
+    let got = generate(&coord, PROMPT, TOKENS).await;
+    assert_eq!(got.unwrap(), want, "the honest node finished the answer");
+    // The liar's node reconnects with backoff; every try is refused.
+    for _ in 0..100 {
+        if liar.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        liar.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the caught node tried to come back"
+    );
+    let s = status_json(&coord);
+    let names: Vec<&str> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["honest"], "the liar was not let back in: {s}");
+    let ban = &s["banned"][0];
+    assert_eq!(ban["name"], "liar", "{s}");
+    assert_eq!(ban["address"], "127.0.0.1", "{s}");
+    assert!(
+        ban["reason"]
+            .as_str()
+            .unwrap()
+            .contains("implausible scale"),
+        "{s}"
+    );
+    assert!(ban["seconds_left"].as_u64().unwrap() > 500, "{s}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hidden_state_with_one_row_too_many_blames_its_sender() {
     let rewrite = frames(|_, f| {

@@ -98,8 +98,10 @@ struct JoinQuery {
 async fn node_socket(
     State(coord): State<Coordinator>,
     Query(q): Query<JoinQuery>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let address = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a.ip());
     let ok = q
         .token
         .as_deref()
@@ -110,7 +112,7 @@ async fn node_socket(
     let limits = Limits::default();
     ws.max_message_size(limits.max_frame_bytes as usize)
         .max_frame_size(limits.max_frame_bytes as usize)
-        .on_upgrade(move |socket| super::link::serve_node(coord, socket))
+        .on_upgrade(move |socket| super::link::serve_node(coord, socket, address))
 }
 
 /// `/api/status`: everything for a trusted caller (no API key set, or the key or the join
@@ -273,7 +275,9 @@ pub async fn serve(
             tracing::warn!("TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, router(coord, dirs))
+    // The peer address reaches the node socket (a caught node's ban is on its address).
+    let app = router(coord, dirs).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -20,7 +20,7 @@ use crate::protocol::{self, Limits};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one node until it disconnects, breaks the protocol, or the core removes it.
-pub async fn serve_node<S, E>(coord: Coordinator, socket: S)
+pub async fn serve_node<S, E>(coord: Coordinator, socket: S, address: Option<std::net::IpAddr>)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
     E: Display,
@@ -48,6 +48,7 @@ where
             adapter,
             memory_bytes,
             gflops,
+            address,
         },
         _ => {
             let reason =
@@ -57,7 +58,14 @@ where
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let id = coord.add_node(hello, tx);
+    let id = match coord.add_node(hello, tx) {
+        Ok(id) => id,
+        Err(why) => {
+            tracing::info!("refused a node: {why}");
+            let _ = sink.send(close_message(&why)).await;
+            return;
+        }
+    };
     let limits = Limits::default();
     let reason = loop {
         tokio::select! {

@@ -299,17 +299,25 @@ impl Coordinator {
         self.inner.changed.notified()
     }
 
-    /// Registers a node that said hello (its outgoing channel is `tx`); returns its id. The
-    /// welcome and its first loads are queued on `tx`.
-    pub(crate) fn add_node(&self, hello: state::Hello, tx: mpsc::UnboundedSender<Message>) -> u64 {
+    /// Registers a node that said hello (its outgoing channel is `tx`); returns its id, or why
+    /// it is refused (it was caught returning bad results, see `state::bans`). The welcome and
+    /// its first loads are queued on `tx`.
+    pub(crate) fn add_node(
+        &self,
+        hello: state::Hello,
+        tx: mpsc::UnboundedSender<Message>,
+    ) -> Result<u64, String> {
         self.start_ticking();
         self.act(|hub, now| {
+            if let Some(why) = hub.core.refusal(now, &hello.name, hello.address) {
+                return Err(why);
+            }
             // The id the core will give: registered first so its first messages reach it.
             let id = hub.core.next_node_id();
             hub.links.insert(id, tx);
             let got = hub.core.node_joined(now, hello);
             debug_assert_eq!(got, id);
-            got
+            Ok(got)
         })
     }
 

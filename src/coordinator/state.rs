@@ -11,6 +11,7 @@
 //! move) is never moved by automatic rebalancing; every step and every load has a deadline,
 //! and a node that misses one is removed like a node that failed.
 
+pub mod bans;
 #[cfg(test)]
 mod churn_tests;
 mod sessions;
@@ -122,6 +123,8 @@ pub struct Hello {
     pub adapter: String,
     pub memory_bytes: u64,
     pub gflops: f64,
+    /// Where its connection came from (`None` when unknown, as in tests without sockets).
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// A node as the coordinator shows it: its claims, made plausible.
@@ -149,6 +152,9 @@ pub struct MemoryReport {
 #[derive(Debug, Clone)]
 struct Node {
     info: NodeInfo,
+    /// The name it asked for (before it was made unique) and its address: what a ban is on.
+    asked_name: String,
+    address: Option<std::net::IpAddr>,
     speed: Speed,
     held: Option<MemoryReport>,
     tokens_processed: u64,
@@ -280,6 +286,8 @@ pub struct Core {
     accepted_total: u64,
     /// The scale of the hidden states each shard's output has shown (by the hop's last shard).
     scales: Vec<crate::coordinator::check::ScaleRange>,
+    /// Nodes caught returning impossible results, refused when they come back (bans.rs).
+    bans: Vec<bans::Ban>,
 }
 
 /// A rebalance happens only when it makes the slowest node's time per token at most this
@@ -292,6 +300,7 @@ impl Core {
         Core {
             shards: vec![ShardEntry::FREE; model.shards.len()],
             scales: vec![Default::default(); model.shards.len()],
+            bans: Vec::new(),
             cfg,
             model,
             nodes: BTreeMap::new(),
@@ -362,6 +371,8 @@ impl Core {
             Node {
                 speed: Speed::new(info.gflops),
                 info: info.clone(),
+                asked_name: clean(&hello.name, NAME_MAX),
+                address: hello.address,
                 held: None,
                 tokens_processed: 0,
                 joined: now,

@@ -38,6 +38,7 @@ fn hello(name: &str) -> Hello {
         adapter: "test".into(),
         memory_bytes: 1 << 30,
         gflops: 1.0,
+        address: None,
     }
 }
 

@@ -57,6 +57,7 @@ impl Core {
                 "drafted": self.drafted_total,
                 "accepted": self.accepted_total,
             },
+            "banned": self.bans_json(now),
             "unassigned": self.shards.iter().filter(|s| s.state == ShardState::Unassigned).count(),
         })
     }

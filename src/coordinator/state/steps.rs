@@ -290,6 +290,7 @@ impl Core {
                 let why = e.to_string();
                 tracing::warn!(node, "a reply failed its check: {why}");
                 self.fail_step(p.step, node, why.clone(), true);
+                self.ban(now, node, &why);
                 self.remove_node(now, node, &format!("failed a step: {why}"));
                 return Ok(());
             }

@@ -48,6 +48,7 @@ fn hello(name: &str, memory: u64, gflops: f64) -> Hello {
         adapter: "test".into(),
         memory_bytes: memory,
         gflops,
+        address: None,
     }
 }
 
@@ -328,6 +329,37 @@ fn top_logits_beyond_the_vocabulary_are_the_last_nodes_failure() {
     let outs = c.drain();
     assert_eq!(left(&outs), vec![b]);
     assert!(matches!(done(&outs), Some(Err(f)) if f.node == b && f.why.contains("vocabulary")));
+}
+
+#[test]
+fn a_node_caught_with_a_bad_reply_is_refused_for_a_while_and_others_are_not() {
+    let (mut c, a, _b, rid, seq, t) = two_hop_step(2);
+    let here: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    c.nodes.get_mut(&a).unwrap().address = Some(here);
+    c.on_frame(t, a, hidden_reply(rid, seq, 1, HIDDEN as u32 - 1))
+        .unwrap();
+    assert_eq!(left(&c.drain()), vec![a]);
+    let why = c.refusal(t, "a", Some(here)).expect("a is refused");
+    assert!(why.contains("width"), "the reason is given: {why}");
+    assert!(
+        c.status(t)["banned"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("width")
+    );
+    // Another name or another address is someone else; the ban ends after BAN_FOR.
+    assert!(c.refusal(t, "b", Some(here)).is_none());
+    assert!(
+        c.refusal(t, "a", Some("192.0.2.8".parse().unwrap()))
+            .is_none()
+    );
+    let later = t + super::bans::BAN_FOR + Duration::from_secs(1);
+    assert!(c.refusal(later, "a", Some(here)).is_none());
+    assert_eq!(c.status(later)["banned"], serde_json::json!([]));
+    // A node that failed honestly (`step_failed`) or left is not banned.
+    let (mut c, a, _b, rid, _, t) = two_hop_step(2);
+    c.on_step_failed(t, a, rid, "out of memory".into()).unwrap();
+    assert!(c.refusal(t, "a", None).is_none());
 }
 
 #[test]
