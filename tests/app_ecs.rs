@@ -316,6 +316,25 @@ fn a_drop_on_a_device_that_left_is_refused_locally() {
     assert!(r.reason.contains("gone"), "{r:?}");
 }
 
+/// A caught node that tries to come back is not shown as a device; a notice says why.
+#[test]
+fn a_refused_node_gets_a_notice_not_a_card() {
+    let mut h = two_devices();
+    h.events([Event::NodeRefused {
+        name: "liar".into(),
+        reason: "refused for 599 more s: this node was caught returning a bad result (scale)"
+            .into(),
+    }]);
+    let notices = &h.world().resource::<Notices>().0;
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.warning && n.text.contains("liar") && n.text.contains("caught")),
+        "{notices:?}"
+    );
+    assert_eq!(h.world().resource::<Nodes>().0.len(), 2, "no card for it");
+}
+
 fn frame(node: u64, micros: u64) -> Event {
     Event::FrameRelayed {
         session: 1,

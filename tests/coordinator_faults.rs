@@ -253,6 +253,7 @@ async fn a_caught_node_is_refused_when_it_comes_back() {
         }
         edit_activation(f, |a| a.data.iter_mut().for_each(|x| *x = 0.0))
     })));
+    let mut events = coord.subscribe();
     let got = generate(&coord, PROMPT, TOKENS).await;
     assert_eq!(got.unwrap(), want, "the honest node finished the answer");
     // The liar's node reconnects with backoff; every try is refused.
@@ -285,6 +286,16 @@ async fn a_caught_node_is_refused_when_it_comes_back() {
         "{s}"
     );
     assert!(ban["seconds_left"].as_u64().unwrap() > 500, "{s}");
+    // The event stream (what the app shows as a notice) says so each time.
+    let mut refused = 0;
+    while let Ok(e) = events.try_recv() {
+        if let Event::NodeRefused { name, reason } = e {
+            assert_eq!(name, "liar");
+            assert!(reason.contains("caught"), "{reason}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "the refusals were announced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

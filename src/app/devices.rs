@@ -101,6 +101,9 @@ fn join_and_leave(
                     notices.post(now, true, format!("node {node} left: {reason}"));
                 }
             }
+            Event::NodeRefused { name, reason } => {
+                notices.post(now, true, format!("{name} was not let in: {reason}"));
+            }
             _ => {}
         }
     }

@@ -22,6 +22,11 @@ pub enum Event {
         node: u64,
         reason: String,
     },
+    /// A node asking to join was refused: it was caught returning bad results (state/bans.rs).
+    NodeRefused {
+        name: String,
+        reason: String,
+    },
     /// A shard was given to a node, which starts loading it.
     ShardPlaced {
         shard: usize,

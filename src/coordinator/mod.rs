@@ -309,7 +309,7 @@ impl Coordinator {
     ) -> Result<u64, String> {
         self.start_ticking();
         self.act(|hub, now| {
-            if let Some(why) = hub.core.refusal(now, &hello.name, hello.address) {
+            if let Some(why) = hub.core.refuse(now, &hello.name, hello.address) {
                 return Err(why);
             }
             // The id the core will give: registered first so its first messages reach it.

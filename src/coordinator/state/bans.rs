@@ -61,6 +61,17 @@ impl Core {
             })
     }
 
+    /// Refuses a node asking to join as `name` from `address` if it is banned: returns why, and
+    /// tells the event stream (the app shows it).
+    pub fn refuse(&mut self, now: Instant, name: &str, address: Option<IpAddr>) -> Option<String> {
+        let why = self.refusal(now, name, address)?;
+        self.emit(crate::coordinator::events::Event::NodeRefused {
+            name: super::clean(name, super::NAME_MAX),
+            reason: why.clone(),
+        });
+        Some(why)
+    }
+
     /// The bans in force, for `/api/status`.
     pub(super) fn bans_json(&self, now: Instant) -> serde_json::Value {
         self.bans
