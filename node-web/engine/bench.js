@@ -14,8 +14,7 @@ export async function measureGflops(ctx, n = 1024, iters = 4) {
     const rec = new Recorder();
     ops.matmul(rec, ctx, 'bench', { x, xRow: 0, t: 1, gated: false, norm: null, out, outStride: n, outCol: 0 }, m, null);
     const enc = ctx.device.createCommandEncoder({ label: 'bench' });
-    runner.encode(enc, rec);
-    ctx.device.queue.submit([enc.finish()]);
+    ctx.device.queue.submit([runner.encode(enc, rec).finish()]);
     await ctx.device.queue.onSubmittedWorkDone();
   };
   await once(); // warm-up: pipeline and bind groups

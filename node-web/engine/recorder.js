@@ -1,7 +1,11 @@
 // A step's work in order (src/engine/gpu/recorder.rs): ops append dispatches (entry point,
 // uniform parameters, storage bindings, workgroups) and copies; `encode` writes every
-// dispatch's parameters into one uniform buffer (one aligned slot each) and records them all
-// into the step's single command encoder.
+// dispatch's parameters into one uniform buffer (one aligned slot each), then records them,
+// submitting the encoder every SUBMIT_EVERY dispatches so the GPU starts on a step while the
+// rest is still encoded (as the native engine does; docs/PERF.md).
+
+/** Dispatches per command buffer (recorder.rs SUBMIT_EVERY). */
+export const SUBMIT_EVERY = 24;
 
 /** Largest uniform parameter block of any kernel, in bytes (recorder.rs MAX_PARAMS). */
 const MAX_PARAMS = 64;
@@ -48,6 +52,11 @@ export class Runner {
     this.slots = 0;
   }
 
+  /**
+   * Encodes `rec` after what `encoder` already holds; every SUBMIT_EVERY dispatches the encoder
+   * so far is submitted and a fresh one continues. Returns the encoder the caller finishes and
+   * submits (submissions run in order, so the step's dependencies hold across them).
+   */
   encode(encoder, rec) {
     const { device } = this.ctx;
     const n = rec.dispatches();
@@ -60,8 +69,16 @@ export class Runner {
         usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
       });
     }
+    // Every parameter is written before the first part is submitted.
     const staging = new Uint8Array(n * this.slotBytes);
     let slot = 0;
+    for (const item of rec.items) {
+      if (item.copy) continue;
+      staging.set(item.params, slot * this.slotBytes);
+      slot++;
+    }
+    if (n) device.queue.writeBuffer(this.uniform, 0, staging);
+    slot = 0;
     let pass = null;
     for (const item of rec.items) {
       if (item.copy) {
@@ -70,7 +87,12 @@ export class Runner {
         encoder.copyBufferToBuffer(...item.copy);
         continue;
       }
-      staging.set(item.params, slot * this.slotBytes);
+      if (slot > 0 && slot % SUBMIT_EVERY === 0) {
+        pass?.end();
+        pass = null;
+        device.queue.submit([encoder.finish()]);
+        encoder = device.createCommandEncoder({ label: 'step part' });
+      }
       const pipeline = this.ctx.pipeline(item.entry);
       const entries = [{ binding: 0, resource: { buffer: this.uniform, offset: slot * this.slotBytes, size: item.params.length } }];
       for (const [binding, buffer] of item.bindings) entries.push({ binding, resource: { buffer } });
@@ -82,6 +104,6 @@ export class Runner {
       slot++;
     }
     pass?.end();
-    if (n) device.queue.writeBuffer(this.uniform, 0, staging);
+    return encoder;
   }
 }

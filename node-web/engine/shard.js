@@ -218,8 +218,7 @@ export class BrowserShard {
       }
     }
     this.lastDispatches = rec.dispatches();
-    this.runner.encode(encoder, rec);
-    device.queue.submit([encoder.finish()]);
+    device.queue.submit([this.runner.encode(encoder, rec).finish()]);
     const validation = await device.popErrorScope();
     const oom = await device.popErrorScope();
     if (validation || oom) throw new ShardError(`GPU error in the step: ${(validation ?? oom).message}`);

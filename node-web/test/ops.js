@@ -21,8 +21,7 @@ async function run(ctx, record) {
   }
   const enc = ctx.device.createCommandEncoder({ label: 'ops test' });
   ctx.device.pushErrorScope('validation');
-  new Runner(ctx).encode(enc, rec);
-  ctx.device.queue.submit([enc.finish()]);
+  ctx.device.queue.submit([new Runner(ctx).encode(enc, rec).finish()]);
   const err = await ctx.device.popErrorScope();
   if (err) throw new Error(err.message);
   await rb.mapAsync(GPUMapMode.READ);
