@@ -119,7 +119,11 @@ export class BrowserNode {
         // left alone and its next step fails with the position it expected.
         this.enqueue(async () => {
           for (const s of this.shards.values()) {
-            if (s.sessionLen(m.session) !== null && Number.isInteger(m.len) && m.len <= s.sessionLen(m.session)) s.truncateSession(m.session, m.len);
+            try {
+              s.truncateSession(m.session, m.len);
+            } catch {
+              // Not held here, or shorter: left alone (see above).
+            }
           }
         });
         break;

@@ -73,11 +73,6 @@ impl Sampler {
         Sampler { params }
     }
 
-    /// The sampling parameters.
-    pub fn params(&self) -> &SamplingParams {
-        &self.params
-    }
-
     /// The uniform number in [0, 1) that decides the token at `position`.
     fn uniform(&self, position: usize) -> f32 {
         let mut rng = ChaCha8Rng::seed_from_u64(self.params.seed);

@@ -63,28 +63,7 @@ impl Cluster {
 
     /// Waits until `nodes` nodes are connected, each holding a shard, and the pipeline is complete.
     async fn wait_complete(&self, nodes: usize) {
-        for _ in 0..1800 {
-            let s = synapse::coordinator::http::status_json(&self.coord);
-            let all_busy = s["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|n| !n["shards"].as_array().unwrap().is_empty());
-            let moving = s["shards"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|x| !x["moving_to"].is_null());
-            let n = s["nodes"].as_array().unwrap().len();
-            if s["complete"] == true && all_busy && !moving && n == nodes {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "pipeline never complete: {}",
-            synapse::coordinator::http::status_json(&self.coord)
-        );
+        common::cluster::wait_complete(&self.coord, nodes).await
     }
 
     async fn generate(&self, prompt: &str, max_tokens: usize) -> (Vec<u32>, String) {

@@ -75,28 +75,7 @@ impl Cluster {
 
     /// Waits until `nodes` nodes each hold a shard and the pipeline is complete and still.
     async fn wait_complete(&self, nodes: usize) {
-        for _ in 0..1800 {
-            let s = self.status();
-            let all_busy = s["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|n| !n["shards"].as_array().unwrap().is_empty());
-            let moving = s["shards"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|x| !x["moving_to"].is_null());
-            if s["complete"] == true
-                && all_busy
-                && !moving
-                && s["nodes"].as_array().unwrap().len() == nodes
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("pipeline never complete: {}", self.status());
+        common::cluster::wait_complete(&self.coord, nodes).await
     }
 
     /// Starts a generation of the repeat prompt; its result comes from the returned task.

@@ -291,13 +291,9 @@ impl SessionMachine {
         d
     }
 
-    /// The step in flight took `secs` (its wall time, for the speculation's cost model).
-    /// Call before [`step_done`](Self::step_done); only decode steps are counted.
+    /// The step in flight took `secs` (its wall time, for the speculation's cost model; only
+    /// decode steps count). Call before [`step_done`](Self::step_done).
     pub fn step_time(&mut self, secs: f64) {
-        let decode = self.in_flight == Some(self.seq.len()) && self.cached + 1 == self.seq.len();
-        if !decode {
-            return;
-        }
         self.pending_secs = Some(secs);
     }
 
@@ -322,6 +318,8 @@ impl SessionMachine {
                 return Advance::Retry;
             }
         };
+        // A decode step carried the one token not yet cached (and drafts after it).
+        let decode = self.cached + 1 == end;
         self.cached = end;
         self.held = end + draft.len();
         if end < self.seq.len() {
@@ -350,7 +348,7 @@ impl SessionMachine {
             self.cached += 1;
         }
         if let Some((_, control)) = self.spec.as_mut() {
-            control.observe(draft.len(), accepted, secs);
+            control.observe(draft.len(), accepted, secs.filter(|_| decode));
         }
         Advance::Tokens { ids, eos }
     }

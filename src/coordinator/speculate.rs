@@ -11,10 +11,8 @@
 //! plus the sampler's token at the first mismatch. Greedy or seeded, the output is the one a
 //! non-speculative run gives, token for token (see sampling.rs on the per-position seed).
 
-use serde::{Deserialize, Serialize};
-
 /// Speculation settings of a coordinator (`--speculate`, `--draft-max`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpeculateConfig {
     /// Draft at all (a request may still turn it off for itself).
     pub enabled: bool,

@@ -65,11 +65,6 @@ impl TopLogits {
         let k = self.k();
         &self.entries[i * k..(i + 1) * k]
     }
-
-    /// The last position's entries.
-    pub fn last(&self) -> &[TopLogit] {
-        self.row(self.rows.saturating_sub(1))
-    }
 }
 
 macro_rules! id_message {
@@ -283,7 +278,7 @@ mod tests {
         let f = two.to_frame(9, 1).unwrap();
         assert_eq!((f.dim0, f.dim1), (2, 3));
         let back = TopLogits::from_frame(&f, &l).unwrap();
-        assert_eq!((back.k(), back.row(1)[0].id, back.last()[2].id), (3, 3, 5));
+        assert_eq!((back.k(), back.row(1)[0].id, back.row(1)[2].id), (3, 3, 5));
         let ragged = TopLogits {
             entries: two.entries[..5].to_vec(),
             rows: 2,

@@ -42,6 +42,33 @@ pub async fn serve_coordinator(cfg: CoordinatorConfig) -> Server {
     Server { coord, addr, stop }
 }
 
+/// Waits until `nodes` nodes are connected, each holding a shard, and the pipeline is complete
+/// with no shard moving; panics with the status after three minutes.
+pub async fn wait_complete(coord: &Coordinator, nodes: usize) {
+    for _ in 0..1800 {
+        let s = synapse::coordinator::http::status_json(coord);
+        let all_busy = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| !n["shards"].as_array().unwrap().is_empty());
+        let moving = s["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| !x["moving_to"].is_null());
+        let n = s["nodes"].as_array().unwrap().len();
+        if s["complete"] == true && all_busy && !moving && n == nodes {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "pipeline never complete: {}",
+        synapse::coordinator::http::status_json(coord)
+    );
+}
+
 /// A native CPU node running in this process.
 pub struct CpuNode {
     pub stop: watch::Sender<bool>,

@@ -473,7 +473,7 @@ fn top_logits_rows() {
     let t = TopLogits::from_frame(&f, &Limits::default()).expect("top-k");
     assert_eq!((t.rows, t.k()), (2, 2));
     assert_eq!((t.row(1)[0].id, t.row(1)[0].logit), (13, 2.0));
-    assert_eq!(t.last()[1].id, 995);
+    assert_eq!(t.row(1)[1].id, 995);
 }
 
 #[test]
