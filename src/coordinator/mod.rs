@@ -10,6 +10,7 @@
 //! and [`Coordinator::generate`] (driver.rs) which runs a session machine against the core.
 //! The sockets belong to `link.rs` (one task per node) and `http.rs`.
 
+pub mod audit;
 pub mod auth;
 pub mod check;
 mod driver;
