@@ -274,6 +274,7 @@ async fn generation(
     let mut events = coord.subscribe();
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let req = GenerateRequest {
+        stream: true,
         prompt: prompt.into(),
         max_tokens,
         sampling: SamplingParams::default(),

@@ -97,6 +97,7 @@ impl Cluster {
     ) -> tokio::task::JoinHandle<Done> {
         let coord = self.coord.clone();
         let req = GenerateRequest {
+            stream: true,
             prompt: prompt.into(),
             max_tokens,
             sampling,

@@ -65,6 +65,7 @@ impl PromptPanel {
         let request = self.next_request;
         self.next_request += 1;
         let req = GenerateRequest {
+            stream: true,
             prompt: self.prompt.clone(),
             max_tokens: self.max_tokens,
             sampling: self.params.clone(),

@@ -139,6 +139,7 @@ fn remote(url: &str, args: &Args, sampling: SamplingParams) -> Result<()> {
     use futures_util::StreamExt;
     use synapse::coordinator::session::{GenerateEvent, GenerateRequest};
     let req = GenerateRequest {
+        stream: !args.json,
         prompt: args.prompt.clone(),
         max_tokens: args.max_tokens,
         sampling,

@@ -16,6 +16,21 @@ use crate::tokenizer::TextStream;
 /// How often a session waiting for a route looks again (besides being woken by changes).
 const ROUTE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Cuts `machine` back to `len` tokens after a failed audit; an error when the client was
+/// already sent a token past the cut (`sent` generated tokens were sent).
+fn rolled_back(machine: &mut SessionMachine, len: usize, sent: usize) -> Result<(), SessionError> {
+    let prompt = machine.tokens().len() - machine.generated().len();
+    if len < prompt + sent {
+        return Err(SessionError::Failed(format!(
+            "a node failed verification at position {}: {} tokens already sent were computed through it (ask again, or without streaming to get only verified tokens)",
+            len.saturating_sub(1),
+            prompt + sent - len
+        )));
+    }
+    machine.rollback(len);
+    Ok(())
+}
+
 /// How a session loop ended without an error.
 enum End {
     /// `max_tokens` or `eos`.
@@ -104,82 +119,130 @@ impl Coordinator {
         let mut stream = TextStream::default();
         let mut text = String::new();
         let started = Instant::now();
-        let reason = loop {
-            let Some(epoch) = self.wait_route(out).await? else {
-                return Ok(End::ClientLeft);
-            };
-            let (req, reset, truncate) = match machine.next(epoch) {
-                Next::Done(r) => break r,
-                Next::Step {
-                    req,
-                    reset,
-                    truncate,
-                } => (req, reset, truncate),
-            };
-            let (tx, rx) = oneshot::channel();
-            let replay = machine.tokens().len();
-            let sent = Instant::now();
-            let begun = self.act(|hub, now| {
-                if reset {
-                    hub.core.reset_session(session, replay);
-                } else if let Some(len) = truncate {
-                    hub.core.truncate_session(session, len);
+        // A verified answer (not streamed) is sent at the end, once every token is audited.
+        let verified = !req.stream;
+        if verified {
+            self.act(|hub, _| hub.core.verify_session(session));
+        }
+        // Generated tokens already sent to the client.
+        let mut sent = 0usize;
+        let reason = 'answer: loop {
+            let reason = loop {
+                if let Some(len) = self.act(|hub, _| hub.core.take_rollback(session)) {
+                    rolled_back(&mut machine, len, sent)?;
                 }
-                let r = hub.core.begin_step(now, req);
-                if let Ok(id) = r {
-                    hub.waiters.insert(id, tx);
-                }
-                r
-            });
-            let step = match begun {
-                Ok(id) => id,
-                // The route changed between looking and starting: look again.
-                Err(StepRefused::RouteChanged { .. } | StepRefused::NoRoute) => continue,
-                Err(e) => return Err(SessionError::Failed(e.to_string())),
-            };
-            let outcome = tokio::select! {
-                r = rx => r.unwrap_or_else(|_| Err(HopFailure {
-                    node: 0,
-                    why: "the coordinator dropped the step".into(),
-                    blamed: false,
-                })),
-                _ = out.closed() => {
-                    // Nobody will wait for this step's end: the core abandons it when the
-                    // session ends, without a `StepDone`, so its slot would stay forever.
-                    self.act(|hub, _| hub.waiters.remove(&step));
+                let Some(epoch) = self.wait_route(out).await? else {
                     return Ok(End::ClientLeft);
-                }
-            };
-            machine.step_time(sent.elapsed().as_secs_f64());
-            match machine.step_done(outcome) {
-                Advance::Prefilled | Advance::Retry => continue,
-                Advance::GiveUp(why) => return Err(SessionError::Failed(why)),
-                Advance::Tokens { ids, eos } => {
-                    let before = machine.generated().len() - ids.len();
-                    for (i, id) in ids.into_iter().enumerate() {
-                        let piece = stream
-                            .push(tok, id)
-                            .map_err(|e| SessionError::Failed(e.to_string()))?
-                            .unwrap_or_default();
-                        text.push_str(&piece);
-                        let n = before + i + 1;
-                        self.act(|hub, _| hub.core.token_sampled(session, n, id, &piece));
-                        if out
-                            .send(GenerateEvent::Token { id, text: piece })
-                            .await
-                            .is_err()
-                        {
-                            return Ok(End::ClientLeft);
+                };
+                let (req, reset, truncate) = match machine.next(epoch) {
+                    Next::Done(r) => break r,
+                    Next::Step {
+                        req,
+                        reset,
+                        truncate,
+                    } => (req, reset, truncate),
+                };
+                let (tx, rx) = oneshot::channel();
+                let replay = machine.tokens().len();
+                let began_at = Instant::now();
+                let begun = self.act(|hub, now| {
+                    if reset {
+                        hub.core.reset_session(session, replay);
+                    } else if let Some(len) = truncate {
+                        hub.core.truncate_session(session, len);
+                    }
+                    let r = hub.core.begin_step(now, req);
+                    if let Ok(id) = r {
+                        hub.waiters.insert(id, tx);
+                    }
+                    r
+                });
+                let step = match begun {
+                    Ok(id) => id,
+                    // The route changed between looking and starting: look again.
+                    Err(StepRefused::RouteChanged { .. } | StepRefused::NoRoute) => continue,
+                    Err(e) => return Err(SessionError::Failed(e.to_string())),
+                };
+                let outcome = tokio::select! {
+                    r = rx => r.unwrap_or_else(|_| Err(HopFailure {
+                        node: 0,
+                        why: "the coordinator dropped the step".into(),
+                        blamed: false,
+                    })),
+                    _ = out.closed() => {
+                        // Nobody will wait for this step's end: the core abandons it when the
+                        // session ends, without a `StepDone`, so its slot would stay forever.
+                        self.act(|hub, _| hub.waiters.remove(&step));
+                        return Ok(End::ClientLeft);
+                    }
+                };
+                machine.step_time(began_at.elapsed().as_secs_f64());
+                match machine.step_done(outcome) {
+                    Advance::Prefilled | Advance::Retry => continue,
+                    Advance::GiveUp(why) => return Err(SessionError::Failed(why)),
+                    Advance::Tokens { ids, eos } => {
+                        // An audit may have failed while the step ran: its tokens may be the
+                        // caught node's.
+                        if let Some(len) = self.act(|hub, _| hub.core.take_rollback(session)) {
+                            rolled_back(&mut machine, len, sent)?;
+                            continue;
+                        }
+                        let before = machine.generated().len() - ids.len();
+                        for (i, id) in ids.into_iter().enumerate() {
+                            let n = before + i + 1;
+                            if verified {
+                                self.act(|hub, _| hub.core.token_sampled(session, n, id, ""));
+                                continue;
+                            }
+                            let piece = stream
+                                .push(tok, id)
+                                .map_err(|e| SessionError::Failed(e.to_string()))?
+                                .unwrap_or_default();
+                            text.push_str(&piece);
+                            self.act(|hub, _| hub.core.token_sampled(session, n, id, &piece));
+                            sent = n;
+                            if out
+                                .send(GenerateEvent::Token { id, text: piece })
+                                .await
+                                .is_err()
+                            {
+                                return Ok(End::ClientLeft);
+                            }
+                        }
+                        let (drafted, accepted) = machine.drafts();
+                        self.act(|hub, _| hub.core.drafts_counted(session, drafted, accepted));
+                        if eos {
+                            break "eos";
                         }
                     }
-                    let (drafted, accepted) = machine.drafts();
-                    self.act(|hub, _| hub.core.drafts_counted(session, drafted, accepted));
-                    if eos {
-                        break "eos";
-                    }
                 }
+            };
+            if !verified {
+                break reason;
+            }
+            match self.flush_audits(session, out).await? {
+                None => return Ok(End::ClientLeft),
+                Some(None) => break 'answer reason,
+                Some(Some(len)) => machine.rollback(len),
             }
         };
+        if verified {
+            // Every token is audited: the answer goes out now.
+            for &id in machine.generated() {
+                let piece = stream
+                    .push(tok, id)
+                    .map_err(|e| SessionError::Failed(e.to_string()))?
+                    .unwrap_or_default();
+                text.push_str(&piece);
+                if out
+                    .send(GenerateEvent::Token { id, text: piece })
+                    .await
+                    .is_err()
+                {
+                    return Ok(End::ClientLeft);
+                }
+            }
+        }
         if let Some(rest) = stream
             .finish(tok)
             .map_err(|e| SessionError::Failed(e.to_string()))?
@@ -206,6 +269,31 @@ impl Coordinator {
             })
             .await;
         Ok(End::Finished(reason))
+    }
+
+    /// Audits whatever `session` computed that is not audited yet and waits for the verdicts:
+    /// `Some(None)` when all passed, `Some(Some(len))` when the session must be cut back to
+    /// `len` tokens (a node failed), `None` when the client left.
+    async fn flush_audits(
+        &self,
+        session: u64,
+        out: &mpsc::Sender<GenerateEvent>,
+    ) -> Result<Option<Option<usize>>, SessionError> {
+        let mut pending = self.act(|hub, _| hub.core.flush_audits(session));
+        loop {
+            if let Some(len) = self.act(|hub, _| hub.core.take_rollback(session)) {
+                return Ok(Some(Some(len)));
+            }
+            if pending == 0 {
+                return Ok(Some(None));
+            }
+            let changed = self.changed();
+            tokio::select! {
+                _ = tokio::time::timeout(ROUTE_POLL, changed) => {}
+                _ = out.closed() => return Ok(None),
+            }
+            pending = self.read(|c| c.audits_pending(session));
+        }
     }
 
     /// Waits until every shard is ready; returns the epoch of the route, or `None` when the

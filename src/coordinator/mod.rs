@@ -11,6 +11,7 @@
 //! The sockets belong to `link.rs` (one task per node) and `http.rs`.
 
 pub mod audit;
+pub mod auditor;
 pub mod auth;
 pub mod check;
 mod driver;
@@ -87,6 +88,9 @@ pub struct CoordinatorConfig {
     /// Origins besides the coordinator's own whose pages may call the API (`--cors`), as
     /// [`guard::parse_origin`] normalises them; none by default (no CORS headers at all).
     pub cors_origins: Vec<String>,
+    /// Audits by recomputation of what nodes return (state/audits.rs); `None` believes
+    /// every well-formed reply.
+    pub audit: Option<state::AuditConfig>,
 }
 
 impl CoordinatorConfig {
@@ -110,6 +114,7 @@ impl CoordinatorConfig {
             max_queued: 32,
             api_key: None,
             cors_origins: Vec::new(),
+            audit: Some(state::AuditConfig::default()),
         }
     }
 
@@ -143,6 +148,8 @@ struct Inner {
     /// Woken whenever placement or readiness changes.
     changed: Notify,
     ticking: AtomicBool,
+    /// Recomputes hops to audit nodes (`None` when audits are off).
+    auditor: Option<auditor::Auditor>,
 }
 
 /// The core and the IO handles its outputs go to.
@@ -189,22 +196,39 @@ impl Coordinator {
                 deadlines: cfg.deadlines(),
                 encoding: cfg.encoding,
                 max_sessions: cfg.max_sessions,
+                audit: cfg.audit,
             },
             ModelShape::of(&model.manifest),
         );
+        let manifest = Arc::new(model.manifest);
         Ok(Coordinator {
-            inner: Arc::new(Inner {
-                cfg,
-                manifest: Arc::new(model.manifest),
-                tokenizer,
-                hub: Mutex::new(Hub {
-                    core,
-                    links: HashMap::new(),
-                    waiters: HashMap::new(),
-                }),
-                events,
-                changed: Notify::new(),
-                ticking: AtomicBool::new(false),
+            inner: Arc::new_cyclic(|weak: &Weak<Inner>| {
+                let auditor = cfg.audit.map(|_| {
+                    let weak = weak.clone();
+                    auditor::Auditor::start(
+                        cfg.model_dir.clone(),
+                        manifest.clone(),
+                        Box::new(move |v| {
+                            if let Some(inner) = weak.upgrade() {
+                                Coordinator { inner }.act(|hub, now| hub.core.audit_done(now, v));
+                            }
+                        }),
+                    )
+                });
+                Inner {
+                    cfg,
+                    manifest,
+                    tokenizer,
+                    hub: Mutex::new(Hub {
+                        core,
+                        links: HashMap::new(),
+                        waiters: HashMap::new(),
+                    }),
+                    events,
+                    changed: Notify::new(),
+                    ticking: AtomicBool::new(false),
+                    auditor,
+                }
             }),
         })
     }
@@ -291,6 +315,11 @@ impl Coordinator {
                 }
             }
             Output::Changed => self.inner.changed.notify_waiters(),
+            Output::Audit(job) => {
+                if let Some(a) = &self.inner.auditor {
+                    a.send(job);
+                }
+            }
         }
     }
 

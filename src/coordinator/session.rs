@@ -34,6 +34,16 @@ pub struct GenerateRequest {
     /// Speculative decoding for this request; unset follows the coordinator (`--speculate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speculate: Option<bool>,
+    /// Tokens are sent as they are sampled (the default). `false`: the answer is sent at the
+    /// end and holds only tokens whose every hop was audited (a node caught lying cannot
+    /// change it); a streamed answer that already carried a token a caught node computed
+    /// ends with an error instead.
+    #[serde(default = "default_stream")]
+    pub stream: bool,
+}
+
+fn default_stream() -> bool {
+    true
 }
 
 fn default_max_tokens() -> usize {

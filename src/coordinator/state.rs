@@ -11,6 +11,9 @@
 //! move) is never moved by automatic rebalancing; every step and every load has a deadline,
 //! and a node that misses one is removed like a node that failed.
 
+#[cfg(test)]
+mod audit_tests;
+mod audits;
 pub mod bans;
 #[cfg(test)]
 mod churn_tests;
@@ -26,6 +29,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use self::audits::{AuditConfig, VERIFIED_EVERY};
 pub use self::steps::{HopFailure, StepOutcome, StepRefused, StepRequest};
 use super::events::Event;
 use super::speed::{Deadlines, Speed, bounded_memory};
@@ -112,6 +116,8 @@ pub struct CoreConfig {
     pub encoding: WireEncoding,
     /// Most sessions open at once.
     pub max_sessions: usize,
+    /// Audits by recomputation (`None`: every well-formed reply is believed).
+    pub audit: Option<audits::AuditConfig>,
 }
 
 /// What a node said about itself in `hello` (the version already checked).
@@ -248,6 +254,8 @@ pub enum Output {
     Event(Event),
     /// A step ended; its session is waiting for this.
     StepDone { step: u64, outcome: StepOutcome },
+    /// Work for the auditor thread.
+    Audit(super::auditor::AuditJob),
     /// Placement or readiness changed: wake sessions waiting for a route.
     Changed,
 }
@@ -288,6 +296,8 @@ pub struct Core {
     scales: Vec<crate::coordinator::check::ScaleRange>,
     /// Nodes caught returning impossible results, refused when they come back (bans.rs).
     bans: Vec<bans::Ban>,
+    /// What is audited, what waits for audits, who is trusted (audits.rs).
+    audits: audits::Audits,
 }
 
 /// A rebalance happens only when it makes the slowest node's time per token at most this
@@ -301,6 +311,7 @@ impl Core {
             shards: vec![ShardEntry::FREE; model.shards.len()],
             scales: vec![Default::default(); model.shards.len()],
             bans: Vec::new(),
+            audits: audits::Audits::new(cfg.audit),
             cfg,
             model,
             nodes: BTreeMap::new(),

@@ -92,6 +92,7 @@ pub async fn measure(
     let mut events = coord.subscribe();
     let (tx, mut rx) = mpsc::channel(256);
     let req = GenerateRequest {
+        stream: true,
         prompt: prompt.into(),
         max_tokens: gen_tokens,
         sampling: SamplingParams {

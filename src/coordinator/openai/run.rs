@@ -158,6 +158,7 @@ pub async fn run(state: ApiState, job: Job) -> Result<Response, ApiError> {
     let permit = state.admission.enter().await?;
     let (tx, rx) = mpsc::channel::<GenerateEvent>(64);
     let req = GenerateRequest {
+        stream: job.params.stream,
         prompt: job.prompt,
         max_tokens,
         sampling: job.params.sampling.clone(),

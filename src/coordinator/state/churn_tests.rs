@@ -12,6 +12,7 @@ fn core() -> Core {
             deadlines: Deadlines::default(),
             encoding: WireEncoding::F32,
             max_sessions: 4,
+            audit: None,
         },
         ModelShape {
             shards: (0..2)

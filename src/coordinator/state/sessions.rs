@@ -108,6 +108,7 @@ impl Core {
             return;
         };
         self.abandon_steps(session);
+        self.audit_session_ended(session);
         for node in s.touched {
             self.send(node, CoordinatorMessage::Close { session });
         }

@@ -224,6 +224,8 @@ impl Core {
         s.progress = 1.0;
         s.deadline = None;
         self.epoch += 1;
+        // New layers on this node: its trust was earned on others.
+        self.audit_probation(node);
         if let Some(old) = unload {
             self.retired.push(Retired {
                 node: old,

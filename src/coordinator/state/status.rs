@@ -58,6 +58,7 @@ impl Core {
                 "accepted": self.accepted_total,
             },
             "banned": self.bans_json(now),
+            "audits": self.audits_json(),
             "unassigned": self.shards.iter().filter(|s| s.state == ShardState::Unassigned).count(),
         })
     }

@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use super::{Core, Hop, Output, ShardState};
+use crate::coordinator::auditor::Returned;
 use crate::coordinator::check::{Checked, Expected, check_reply};
 use crate::coordinator::events::Event;
 use crate::coordinator::speed::step_work;
@@ -90,6 +91,8 @@ pub(super) struct PendingHop {
     pub(super) sent_bytes: usize,
     /// Its session ended: the reply is expected and dropped.
     pub(super) abandoned: bool,
+    /// The hop's input, kept for the auditor when the node is audited.
+    pub(super) input: Option<Frame>,
 }
 
 fn kind_name(t: MessageType) -> &'static str {
@@ -208,6 +211,7 @@ impl Core {
         let deadline = now + self.cfg.deadlines.step(work, queued, speed);
         let rid = self.request_id();
         frame.request_id = rid;
+        let input = self.audited(h.node).then(|| frame.clone());
         self.pending.insert(
             rid,
             PendingHop {
@@ -223,6 +227,7 @@ impl Core {
                 sent_kind: kind_name(frame.msg_type),
                 sent_bytes: frame.encoded_len(),
                 abandoned: false,
+                input,
             },
         );
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -306,6 +311,13 @@ impl Core {
             && self.nodes.values().all(|n| {
                 n.speed.learned().is_some() || self.shards.iter().all(|s| s.node != Some(n.info.id))
             });
+        if let Some(input) = p.input {
+            let returned = match &checked {
+                Checked::Hidden(f) => Returned::Hidden(f.clone()),
+                Checked::TopK(t) => Returned::Top(t.clone()),
+            };
+            self.audit_hop(p.step, p.hop, node, input, returned);
+        }
         let step = &self.steps[&p.step];
         let h = step.route[p.hop];
         self.emit(Event::FrameRelayed {
@@ -323,12 +335,15 @@ impl Core {
         match checked {
             Checked::Hidden(frame) => self.send_hop(now, p.step, p.hop + 1, frame),
             Checked::TopK(top) => {
-                self.steps.remove(&p.step);
-                self.out.push(Output::StepDone {
-                    step: p.step,
-                    outcome: Ok(top),
-                });
-                self.unload_retired();
+                // A step some audit still holds stays until its verdict (audits.rs).
+                if let Some(top) = self.audit_outcome(p.step, top) {
+                    self.steps.remove(&p.step);
+                    self.out.push(Output::StepDone {
+                        step: p.step,
+                        outcome: Ok(top),
+                    });
+                    self.unload_retired();
+                }
             }
         }
         if moved {
@@ -368,7 +383,8 @@ impl Core {
     }
 
     /// Ends step `id` with a failure of `node`.
-    fn fail_step(&mut self, id: u64, node: u64, why: String, blamed: bool) {
+    pub(super) fn fail_step(&mut self, id: u64, node: u64, why: String, blamed: bool) {
+        self.audit_forget_step(id);
         if self.steps.remove(&id).is_none() {
             return;
         }
@@ -406,6 +422,7 @@ impl Core {
             .collect();
         for id in ids {
             self.steps.remove(&id);
+            self.audit_forget_step(id);
             for p in self.pending.values_mut().filter(|p| p.step == id) {
                 p.abandoned = true;
             }

@@ -9,10 +9,10 @@ use crate::coordinator::wire::StepOutputKind;
 use crate::protocol::{Activation, Encoding, TopLogit, TopLogits};
 
 const MB: u64 = 1_000_000;
-const HIDDEN: usize = 16;
+pub(super) const HIDDEN: usize = 16;
 const VOCAB: usize = 1000;
 
-fn model(shards: usize) -> ModelShape {
+pub(super) fn model(shards: usize) -> ModelShape {
     ModelShape {
         shards: (0..shards)
             .map(|i| ShardShape {
@@ -35,12 +35,13 @@ fn core(shards: usize) -> Core {
             deadlines: Deadlines::default(),
             encoding: WireEncoding::F32,
             max_sessions: 4,
+            audit: None,
         },
         model(shards),
     )
 }
 
-fn hello(name: &str, memory: u64, gflops: f64) -> Hello {
+pub(super) fn hello(name: &str, memory: u64, gflops: f64) -> Hello {
     Hello {
         name: name.into(),
         kind: NodeKind::Native,
@@ -77,7 +78,7 @@ fn unloads(outs: &[Output], node: u64) -> Vec<usize> {
         .collect()
 }
 
-fn left(outs: &[Output]) -> Vec<u64> {
+pub(super) fn left(outs: &[Output]) -> Vec<u64> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Event(Event::NodeLeft { node, .. }) => Some(*node),
@@ -87,7 +88,7 @@ fn left(outs: &[Output]) -> Vec<u64> {
 }
 
 /// The frame `outs` sent to `node` (request id, seqPos, rows).
-fn sent_frame(outs: &[Output], node: u64) -> Option<(u32, u16, u32)> {
+pub(super) fn sent_frame(outs: &[Output], node: u64) -> Option<(u32, u16, u32)> {
     outs.iter().find_map(|o| match o {
         Output::Frame { node: n, frame } if *n == node => {
             Some((frame.request_id, frame.seq_pos, frame.dim0))
@@ -96,14 +97,14 @@ fn sent_frame(outs: &[Output], node: u64) -> Option<(u32, u16, u32)> {
     })
 }
 
-fn done(outs: &[Output]) -> Option<StepOutcome> {
+pub(super) fn done(outs: &[Output]) -> Option<StepOutcome> {
     outs.iter().find_map(|o| match o {
         Output::StepDone { outcome, .. } => Some(outcome.clone()),
         _ => None,
     })
 }
 
-fn hidden_reply(rid: u32, seq: u16, rows: u32, cols: u32) -> Frame {
+pub(super) fn hidden_reply(rid: u32, seq: u16, rows: u32, cols: u32) -> Frame {
     let data = (0..rows * cols).map(|i| (i % 7) as f32 * 0.25).collect();
     Activation::new(rows, cols, data)
         .unwrap()
@@ -111,7 +112,7 @@ fn hidden_reply(rid: u32, seq: u16, rows: u32, cols: u32) -> Frame {
         .unwrap()
 }
 
-fn top_reply(rid: u32, seq: u16, ids: &[u32]) -> Frame {
+pub(super) fn top_reply(rid: u32, seq: u16, ids: &[u32]) -> Frame {
     TopLogits {
         entries: ids
             .iter()
@@ -135,7 +136,7 @@ fn join_ready(c: &mut Core, now: Instant, name: &str, gflops: f64) -> u64 {
 }
 
 /// Reports every load in flight ready, repeatedly, until nothing loads.
-fn settle(c: &mut Core, now: Instant) -> Vec<Output> {
+pub(super) fn settle(c: &mut Core, now: Instant) -> Vec<Output> {
     let mut all = Vec::new();
     loop {
         let outs = c.drain();
@@ -163,7 +164,7 @@ fn holders(c: &Core) -> Vec<Option<u64>> {
 
 const K: usize = 4;
 
-fn request(c: &Core, session: u64, pos: usize, tokens: Vec<u32>) -> StepRequest {
+pub(super) fn request(c: &Core, session: u64, pos: usize, tokens: Vec<u32>) -> StepRequest {
     StepRequest {
         session,
         epoch: c.epoch(),
