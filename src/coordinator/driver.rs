@@ -20,6 +20,8 @@ const ROUTE_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// already sent a token past the cut (`sent` generated tokens were sent).
 fn rolled_back(machine: &mut SessionMachine, len: usize, sent: usize) -> Result<(), SessionError> {
     let prompt = machine.tokens().len() - machine.generated().len();
+    // The prompt is never taken back: a bad row in it only means its logits are recomputed.
+    let len = len.max(prompt);
     if len < prompt + sent {
         return Err(SessionError::Failed(format!(
             "a node failed verification at position {}: {} tokens already sent were computed through it (ask again, or without streaming to get only verified tokens)",

@@ -256,3 +256,34 @@ fn the_coordinators_own_node_is_not_audited() {
     assert!(jobs(&outs).is_empty());
     assert!(matches!(done(&outs), Some(Ok(_))));
 }
+
+#[test]
+fn the_next_hop_of_a_step_failed_by_an_audit_is_not_blamed_for_its_late_reply() {
+    let t = Instant::now();
+    let mut c = audited_core(0.0, 16);
+    let (a, b, s) = cluster(&mut c, t);
+    c.begin_step(t, request(&c, s, 0, vec![7])).unwrap();
+    let (rid, seq, _) = sent_frame(&c.drain(), a).unwrap();
+    c.on_frame(t, a, hidden_reply(rid, seq, 1, HIDDEN as u32))
+        .unwrap();
+    let outs = c.drain();
+    let (rid_b, seq_b, _) = sent_frame(&outs, b).unwrap();
+    let (key, audit) = closes(&outs)[0];
+    let mismatch = Mismatch::Shape {
+        ours: 1,
+        cols: HIDDEN,
+        theirs: 3,
+    };
+    // a's audit fails while b still computes the step.
+    c.audit_done(
+        t,
+        verdict(key, audit, a, 1, Finding::Failed { pos: 0, mismatch }),
+    );
+    assert!(matches!(done(&c.drain()), Some(Err(f)) if f.node == a && f.blamed));
+    assert_eq!(c.pending_hops(), 0, "nobody waits for b's reply");
+    c.on_frame(t, b, top_reply(rid_b, seq_b, &[9, 8, 7, 6]))
+        .expect("b's reply was asked for: it is dropped, not a violation");
+    let outs = c.drain();
+    assert!(left(&outs).is_empty());
+    assert_eq!(done(&outs), None);
+}

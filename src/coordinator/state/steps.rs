@@ -388,7 +388,11 @@ impl Core {
         if self.steps.remove(&id).is_none() {
             return;
         }
-        self.pending.retain(|_, p| p.step != id || p.abandoned);
+        // Later hops may already be running (an audit fails a held step after the pipeline
+        // went on): their replies are expected and dropped, not a protocol violation.
+        for p in self.pending.values_mut().filter(|p| p.step == id) {
+            p.abandoned = true;
+        }
         self.out.push(Output::StepDone {
             step: id,
             outcome: Err(HopFailure { node, why, blamed }),
