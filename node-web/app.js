@@ -47,7 +47,9 @@ async function main() {
   const name = params.get('name') || `browser-${Math.random().toString(36).slice(2, 8)}`;
   // What the tab offers for weights and caches: the GPU's largest buffer, at most 2 GiB.
   const memoryBytes = Math.min(ctx.limits.maxBufferSize, 2 ** 31);
-  node = new BrowserNode({ ctx, wsUrl, name, gflops, memoryBytes, onEvent: report });
+  // `?corrupt=1` (tests only): the node returns wrong results, to be caught by audits.
+  const corrupt = params.get('corrupt') === '1';
+  node = new BrowserNode({ ctx, wsUrl, name, gflops, memoryBytes, onEvent: report, corrupt });
   window.synapse.node = node;
   addEventListener('pagehide', () => node.stop('tab closed'));
   node.start();

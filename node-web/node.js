@@ -12,7 +12,7 @@ const CONTROL_VERSION = 1;
 
 export class BrowserNode {
   /** `events` receives status updates: { state, text, ... } (see app.js). */
-  constructor({ ctx, wsUrl, name, gflops, memoryBytes, onEvent }) {
+  constructor({ ctx, wsUrl, name, gflops, memoryBytes, onEvent, corrupt = false }) {
     this.ctx = ctx;
     this.wsUrl = wsUrl;
     this.base = new URL(wsUrl.replace(/^ws/, 'http')).origin;
@@ -33,6 +33,9 @@ export class BrowserNode {
     this.decodeSeconds = 0;
     this.stopped = false;
     this.backoff = 500;
+    // Test-only (`?corrupt=1`): this node lies about every result it returns, well-formed but
+    // wrong, so the tests can check that the coordinator's audits catch a browser liar.
+    this.corrupt = corrupt;
   }
 
   start() {
@@ -239,6 +242,7 @@ export class BrowserNode {
       if (output.kind === 'top_k') {
         const rows = output.rows ?? 1;
         const { top } = await ex.run(session, pos, cur, { topK: output.k, rows });
+        if (this.corrupt) swapTop(top, rows);
         return syn1.encodeTopLogits(top, { seqPos, requestId: step, rows });
       }
       if (output.kind !== 'hidden') throw new Error(`unknown step output ${JSON.stringify(output).slice(0, 80)}`);
@@ -247,12 +251,35 @@ export class BrowserNode {
         const { q, scales, rows, cols } = await ex.run(session, pos, cur, 'int8');
         const data = new Float32Array(rows * cols);
         for (let i = 0; i < data.length; i++) data[i] = Math.fround(q[i] * scales[Math.floor(i / cols)]);
+        if (this.corrupt) nudge(data, cols);
         return syn1.encodeActivation(data, rows, cols, 'int8', { seqPos, requestId: step });
       }
       if (output.encoding !== 'f32' && output.encoding !== 'rice') throw new Error(`unknown wire encoding ${String(output.encoding).slice(0, 20)}`);
       const { hidden } = await ex.run(session, pos, cur, 'hidden');
+      if (this.corrupt) nudge(hidden, this.manifest.config.hidden_size);
       return syn1.encodeActivation(hidden, t, this.manifest.config.hidden_size, output.encoding, { seqPos, requestId: step });
     }
     throw new Error('unreachable: empty range');
+  }
+}
+
+/** `?corrupt=1`: every fifth value of each row moved by 20% of the row's size (tests/audits.rs
+ * does the same to a native node's frames). */
+function nudge(data, cols) {
+  for (let r = 0; r * cols < data.length; r++) {
+    let norm = 0;
+    for (let c = 0; c < cols; c++) norm += data[r * cols + c] ** 2;
+    const by = (0.2 * Math.sqrt(norm)) / Math.sqrt(cols / 5);
+    for (let c = 0; c < cols; c += 5) data[r * cols + c] += by;
+  }
+}
+
+/** `?corrupt=1`: each row's best entry claims the id of its worst, and the reverse. */
+function swapTop(entries, rows) {
+  const k = entries.length / rows;
+  for (let r = 0; r < rows; r++) {
+    const a = entries[r * k];
+    const b = entries[r * k + k - 1];
+    [a.id, b.id] = [b.id, a.id];
   }
 }

@@ -35,6 +35,12 @@ pub struct DistributedResult {
     pub task: &'static str,
     /// Speculative decoding on for this run.
     pub speculate: bool,
+    /// The audit rate of the coordinator (`None`: audits off). The nodes count as strangers'
+    /// devices (not the coordinator's own), so they are audited.
+    pub audit_rate: Option<f64>,
+    /// Audit windows that passed during this setup's runs (all its tasks), and that failed.
+    pub audits_passed: u64,
+    pub audits_failed: u64,
     /// Median over the runs.
     pub decode_tokens_per_second: f64,
     /// Slowest and fastest run.
@@ -66,6 +72,8 @@ pub struct DistributedBench {
     pub speculate: bool,
     /// Generations of each (task, speculation) pair, interleaved; the median speed is reported.
     pub runs: usize,
+    /// Audit settings to measure, each a fresh cluster (`None`: audits off).
+    pub audits: Vec<Option<crate::coordinator::state::AuditConfig>>,
 }
 
 const PROSE: &str = "The history of the printing press begins";
@@ -105,6 +113,9 @@ pub fn run(dir: &Path, bench: &DistributedBench) -> Result<Vec<DistributedResult
         hops: 0,
         task: "prose",
         speculate: false,
+        audit_rate: None,
+        audits_passed: 0,
+        audits_failed: 0,
         decode_tokens_per_second: local_tps,
         decode_range: (local_tps, local_tps),
         relative_to_local: 1.0,
@@ -117,10 +128,12 @@ pub fn run(dir: &Path, bench: &DistributedBench) -> Result<Vec<DistributedResult
     }];
     let rt = tokio::runtime::Runtime::new()?;
     for &n in &bench.node_counts {
-        let r = rt
-            .block_on(one(dir, n, bench, local_tps))
-            .with_context(|| format!("{n} nodes"))?;
-        out.extend(r);
+        for &audit in &bench.audits {
+            let r = rt
+                .block_on(one(dir, n, bench, audit, local_tps))
+                .with_context(|| format!("{n} nodes"))?;
+            out.extend(r);
+        }
     }
     Ok(out)
 }
@@ -129,10 +142,13 @@ async fn one(
     dir: &Path,
     n: usize,
     bench: &DistributedBench,
+    audit: Option<crate::coordinator::state::AuditConfig>,
     local_tps: f64,
 ) -> Result<Vec<DistributedResult>> {
     // The coordinator's default activation encoding.
-    let coord = Coordinator::new(CoordinatorConfig::new(dir.to_path_buf(), "bench".into()))?;
+    let mut cfg = CoordinatorConfig::new(dir.to_path_buf(), "bench".into());
+    cfg.audit = audit;
+    let coord = Coordinator::new(cfg)?;
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let (stop_server, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(
@@ -150,7 +166,8 @@ async fn one(
         let cfg = NodeConfig {
             url: format!("ws://{addr}/ws?token=bench"),
             name: format!("bench-{i}"),
-            kind: NodeKind::Local,
+            // Other people's devices, as far as audits go.
+            kind: NodeKind::Native,
             backend: "cpu".into(),
             adapter: "CPU".into(),
             memory_bytes: 8 << 30,
@@ -195,6 +212,9 @@ async fn one(
                 hops,
                 task,
                 speculate,
+                audit_rate: audit.map(|a| a.rate),
+                audits_passed: 0,
+                audits_failed: 0,
                 decode_tokens_per_second: tps,
                 decode_range: (lo, hi),
                 relative_to_local: tps / local_tps,
@@ -206,6 +226,11 @@ async fn one(
                 same_ids_as_plain: rs.iter().all(|r| r.ids == plain_ids),
             });
         }
+    }
+    let a = crate::coordinator::http::status_json(&coord)["audits"].clone();
+    for r in &mut out {
+        r.audits_passed = a["windows_passed"].as_u64().unwrap_or(0);
+        r.audits_failed = a["failed"].as_u64().unwrap_or(0);
     }
     let _ = stop_nodes.send(true);
     let _ = stop_server.send(());

@@ -135,8 +135,19 @@ struct Cluster {
 
 impl Cluster {
     async fn start(model_dir: &Path, encoding: WireEncoding) -> Cluster {
+        let audit = CoordinatorConfig::new(model_dir.to_path_buf(), TOKEN.into()).audit;
+        Cluster::start_with(model_dir, encoding, audit).await
+    }
+
+    /// [`start`](Self::start) with `audit` as the coordinator's audit settings.
+    async fn start_with(
+        model_dir: &Path,
+        encoding: WireEncoding,
+        audit: Option<synapse::coordinator::state::AuditConfig>,
+    ) -> Cluster {
         let mut cfg = CoordinatorConfig::new(model_dir.to_path_buf(), TOKEN.into());
         cfg.encoding = encoding;
+        cfg.audit = audit;
         cfg.step_timeout = Duration::from_secs(60);
         cfg.pipeline_timeout = Duration::from_secs(120);
         let Server { coord, addr, stop } = common::cluster::serve_coordinator(cfg).await;
@@ -793,6 +804,68 @@ async fn a_shard_moved_to_a_slow_browser_node_stays_there_until_unpinned() {
         .await;
 }
 
+/// A browser node that lies (the page's test-only `?corrupt=1`: every hidden state it returns
+/// is nudged, well-formed and of the usual scale) is caught by the coordinator's audit of its
+/// first step: the answer, asked without streaming, equals the CPU engine's, the tab is
+/// evicted and banned, and the native node serves everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_browser_node_is_caught_by_the_audit_and_cannot_change_the_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_llama(tmp.path());
+    let want = reference_ids(&dir, "hello world", 12);
+    let cluster = Cluster::start(&dir, WireEncoding::F32).await;
+    let _native_stop = cluster.native_node(&dir);
+    let native = cluster.wait_node("native", Duration::from_secs(30)).await;
+    cluster
+        .wait_placed(&[native; 3], Duration::from_secs(60))
+        .await;
+    let _page = BrowserPage::open(&format!(
+        "http://{}/node/?token={TOKEN}&name=liar-tab&gflops=0.01&corrupt=1",
+        cluster.addr
+    ));
+    let browser = cluster.wait_node("browser", Duration::from_secs(120)).await;
+    cluster.coord.move_shard(1, browser).unwrap();
+    cluster
+        .wait_placed(&[native, browser, native], Duration::from_secs(120))
+        .await;
+    let mut events = cluster.coord.subscribe();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let req = serde_json::from_value(serde_json::json!({
+        "prompt": "hello world", "max_tokens": 12, "temperature": 0.0, "stream": false,
+    }))
+    .unwrap();
+    let coord = cluster.coord.clone();
+    tokio::spawn(async move { coord.generate(req, tx).await });
+    let mut got = None;
+    while let Some(e) = rx.recv().await {
+        match e {
+            GenerateEvent::Done { ids, .. } => got = Some(ids),
+            GenerateEvent::Error { message } => panic!("generation failed: {message}"),
+            _ => {}
+        }
+    }
+    assert_eq!(got.as_deref(), Some(&want[..]), "the honest answer");
+    let mut reason = None;
+    while let Ok(e) = events.try_recv() {
+        if let synapse::coordinator::events::Event::NodeLeft { node, reason: r } = e {
+            assert_eq!(node, browser, "only the liar leaves: {r}");
+            reason = Some(r);
+        }
+    }
+    let reason = reason.expect("the lying tab was evicted");
+    assert!(reason.contains("failed an audit"), "{reason}");
+    let s = cluster.status();
+    assert!(s["banned"].to_string().contains("liar-tab"), "{s}");
+    assert!(
+        s["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["node"] == native),
+        "{s}"
+    );
+}
+
 /// The simulator against a cluster with a browser node (issue 16's calibration): SmolLM2-135M in
 /// 10 shards, a native CPU node holding all but shard 4 (layers 12-14), which runs in Chromium
 /// (WebGPU on SwiftShader), on the coordinator's default wire encoding. The simulator, given the
@@ -807,7 +880,9 @@ async fn the_simulator_predicts_a_cluster_with_a_browser_node() {
     let manifest = ModelDir::open(&dir).unwrap().manifest;
     let shape = ModelShape::from_manifest(&manifest).unwrap();
     let shards = ModelShape::shards_of(&manifest);
-    let cluster = Cluster::start(&dir, WireEncoding::Rice).await;
+    // The simulator models the devices, not the coordinator's own CPU: its audits (which
+    // recompute on this same machine, and hold a new node's first steps) are off here.
+    let cluster = Cluster::start_with(&dir, WireEncoding::Rice, None).await;
     let _native = cluster.native_node(&dir);
     let native = cluster.wait_node("native", Duration::from_secs(60)).await;
     cluster

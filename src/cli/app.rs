@@ -66,6 +66,8 @@ pub struct Args {
     pub simulate: Option<PathBuf>,
     #[command(flatten)]
     pub speculate: serve::SpeculateArgs,
+    #[command(flatten)]
+    pub audit: serve::AuditArgs,
 }
 
 impl Default for Args {
@@ -86,6 +88,7 @@ impl Default for Args {
             exit_after: None,
             simulate: None,
             speculate: Default::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -142,6 +145,7 @@ pub fn run(args: Args) -> Result<()> {
         max_queued: args.max_queued,
         max_sessions: args.max_sessions,
         speculate: args.speculate.clone(),
+        audit: args.audit.clone(),
     };
     let core = std::thread::Builder::new()
         .name("synapse-core".into())

@@ -73,6 +73,21 @@ pub struct Args {
     /// alternating; the median speed is reported with the range.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50), requires = "distributed")]
     runs: u64,
+    /// With --distributed: audit the nodes (on, the coordinator's default), not (off), or
+    /// measure both, each on a fresh cluster, to see what audits cost.
+    #[arg(long, value_enum, default_value_t = AuditMode::On, requires = "distributed")]
+    audits: AuditMode,
+    /// With --distributed: the audit rate of trusted nodes.
+    #[arg(long, default_value_t = 0.1, requires = "distributed")]
+    audit_rate: f64,
+}
+
+/// Which audit settings `--distributed` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuditMode {
+    On,
+    Off,
+    Both,
 }
 
 enum Loaded {
@@ -358,7 +373,23 @@ fn network(args: &Args) -> Result<()> {
             args.net_delay_ms
         );
     }
+    if !(0.0..=1.0).contains(&args.audit_rate) {
+        bail!(
+            "--audit-rate must be between 0 and 1, got {}",
+            args.audit_rate
+        );
+    }
+    let on = Some(synapse::coordinator::state::AuditConfig {
+        rate: args.audit_rate,
+        ..Default::default()
+    });
+    let audits = match args.audits {
+        AuditMode::On => vec![on],
+        AuditMode::Off => vec![None],
+        AuditMode::Both => vec![None, on],
+    };
     let bench = synapse::bench_distributed::DistributedBench {
+        audits,
         node_counts: args.nodes.clone(),
         gen_tokens: args.gen_tokens.max(8),
         net_delay: std::time::Duration::from_secs_f64(args.net_delay_ms / 1000.0),
@@ -376,11 +407,12 @@ fn network(args: &Args) -> Result<()> {
             args.net_delay_ms, bench.gen_tokens, bench.runs
         );
         println!(
-            "{:<10} {:>5} {:<7} {:<5} {:>12} {:>13} {:>9} {:>9} {:>12} {:>11} {:>10} {:>9}",
+            "{:<10} {:>5} {:<7} {:<5} {:<6} {:>12} {:>13} {:>9} {:>9} {:>12} {:>11} {:>10} {:>9}",
             "setup",
             "hops",
             "task",
             "spec",
+            "audit",
             "decode tok/s",
             "range",
             "vs local",
@@ -392,11 +424,13 @@ fn network(args: &Args) -> Result<()> {
         );
         for r in &results {
             println!(
-                "{:<10} {:>5} {:<7} {:<5} {:>12.2} {:>13} {:>8.0}% {:>8.2}x {:>12.2} {:>11.2} {:>10} {:>9}",
+                "{:<10} {:>5} {:<7} {:<5} {:<6} {:>12.2} {:>13} {:>8.0}% {:>8.2}x {:>12.2} {:>11.2} {:>10} {:>9}",
                 r.setup,
                 r.hops,
                 r.task,
                 if r.speculate { "on" } else { "off" },
+                r.audit_rate
+                    .map_or_else(|| "off".to_string(), |a| format!("{a}")),
                 r.decode_tokens_per_second,
                 format!("{:.1}-{:.1}", r.decode_range.0, r.decode_range.1),
                 r.relative_to_local * 100.0,

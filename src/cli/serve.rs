@@ -48,6 +48,56 @@ pub struct Args {
     pub max_sessions: u64,
     #[command(flatten)]
     pub speculate: SpeculateArgs,
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Audit settings, shared by `serve` and `app`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// Audits: the coordinator recomputes what nodes return on its own CPU (at the lowest
+    /// priority) and evicts and bans a node whose results are wrong. Off believes every
+    /// well-formed reply.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub audits: Switch,
+    /// Fraction of a trusted node's steps that end an audit window (each window checks every
+    /// row since the last, so a lie is found at the next window whenever it was told).
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
+    pub audit_rate: f64,
+    /// Audits a node must pass, one per step, before it is trusted (until then each of its
+    /// steps waits for its audit); a node given new shards starts again.
+    #[arg(long, default_value_t = 16)]
+    pub probation_steps: u32,
+}
+
+impl Default for AuditArgs {
+    fn default() -> Self {
+        AuditArgs {
+            audits: Switch::On,
+            audit_rate: 0.1,
+            probation_steps: 16,
+        }
+    }
+}
+
+impl AuditArgs {
+    /// The coordinator's settings (`None`: audits off).
+    pub fn config(&self) -> Option<synapse::coordinator::state::AuditConfig> {
+        (self.audits == Switch::On).then_some(synapse::coordinator::state::AuditConfig {
+            rate: self.audit_rate,
+            probation_steps: self.probation_steps,
+        })
+    }
+}
+
+/// A number from 0 to 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
 }
 
 /// On or off.
@@ -126,6 +176,7 @@ pub async fn start(args: &Args) -> Result<Host> {
     cfg.cors_origins = args.cors.clone();
     cfg.max_sessions = args.max_sessions as usize;
     cfg.speculate = args.speculate.config();
+    cfg.audit = args.audit.config();
     let coord = Coordinator::new(cfg)?;
     let (bound_tx, bound_rx) = oneshot::channel();
     let (stop_server, stopped) = oneshot::channel::<()>();

@@ -10,8 +10,8 @@
 //! (a prefill per window, not a decode step per row) and cover every row, so a lie cannot
 //! hide between two audits.
 //!
-//! The thread runs at the lowest CPU priority (its own rayon pool's threads are niced), so
-//! on a machine shared with nodes it uses the time they leave idle. It never blocks the core:
+//! The thread runs at the lowest CPU priority (SCHED_IDLE, its own rayon pool's threads too),
+//! so on a machine shared with nodes it uses the time they leave idle. It never blocks the core:
 //! jobs come through a channel, verdicts go back through a callback.
 
 use std::collections::{BTreeMap, HashMap};
@@ -129,13 +129,18 @@ impl Auditor {
     }
 }
 
-/// The calling thread at the lowest CPU priority (Linux: a thread's nice value is its own).
+/// The calling thread at the lowest CPU priority: Linux's SCHED_IDLE (it runs only when no
+/// other thread wants the CPU), or nice 19 where that is refused.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority take no pointers; failure only leaves the priority as is.
+    // SAFETY: the param pointer is to a local that outlives the call; gettid and setpriority
+    // take no pointers; a failure only leaves the priority as it was.
     unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        }
     }
 }
 
