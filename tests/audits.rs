@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::cluster::{CpuNode, Server, cpu_node};
+use common::cluster::{CpuNode, Server, cpu_node, node_id};
 use common::liar::{Liar, Rewrite, edit_activation, edit_top_logits, frames, lying_node};
 use synapse::coordinator::events::Event;
 use synapse::coordinator::http::status_json;
@@ -47,22 +47,6 @@ fn config(dir: &Path, encoding: WireEncoding, audit: AuditConfig) -> Coordinator
 
 fn url(server: &Server) -> String {
     format!("ws://{}/ws?token={TOKEN}", server.addr)
-}
-
-async fn node_id(coord: &Coordinator, name: &str) -> u64 {
-    for _ in 0..300 {
-        let s = status_json(coord);
-        if let Some(n) = s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-        {
-            return n["id"].as_u64().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("node {name} never joined: {}", status_json(coord));
 }
 
 /// Waits until every shard is ready on a node of `holders` (in shard order), nothing moving.

@@ -774,21 +774,8 @@ async fn a_shard_moved_to_a_slow_browser_node_stays_there_until_unpinned() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tiny_llama(tmp.path());
     let want = reference_ids(&dir, "hello world", 6);
-    let cluster = Cluster::start(&dir, WireEncoding::F32).await;
-    let _native_stop = cluster.native_node(&dir);
-    let native = cluster.wait_node("native", Duration::from_secs(30)).await;
-    cluster
-        .wait_placed(&[native; 3], Duration::from_secs(60))
-        .await;
-    let _page = BrowserPage::open(&format!(
-        "http://{}/node/?token={TOKEN}&name=chromium&gflops=0.01",
-        cluster.addr
-    ));
-    let browser = cluster.wait_node("browser", Duration::from_secs(120)).await;
-    cluster.coord.move_shard(2, browser).unwrap();
-    cluster
-        .wait_placed(&[native, native, browser], Duration::from_secs(120))
-        .await;
+    let (cluster, native, browser, _page, _native_stop) =
+        browser_beside_native(&dir, "name=chromium&gflops=0.01", 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let s = cluster.status();
     assert_eq!(
@@ -804,6 +791,32 @@ async fn a_shard_moved_to_a_slow_browser_node_stays_there_until_unpinned() {
         .await;
 }
 
+/// A native node holding every shard of `dir`, then a browser page opened with `query` after
+/// the join token, and shard `shard` moved (pinned) to it; returns the cluster, both node ids
+/// and what keeps the page and the native node running.
+async fn browser_beside_native(
+    dir: &Path,
+    query: &str,
+    shard: usize,
+) -> (Cluster, u64, u64, BrowserPage, watch::Sender<bool>) {
+    let cluster = Cluster::start(dir, WireEncoding::F32).await;
+    let native_stop = cluster.native_node(dir);
+    let native = cluster.wait_node("native", Duration::from_secs(30)).await;
+    cluster
+        .wait_placed(&[native; 3], Duration::from_secs(60))
+        .await;
+    let page = BrowserPage::open(&format!(
+        "http://{}/node/?token={TOKEN}&{query}",
+        cluster.addr
+    ));
+    let browser = cluster.wait_node("browser", Duration::from_secs(120)).await;
+    cluster.coord.move_shard(shard, browser).unwrap();
+    let mut want = [native; 3];
+    want[shard] = browser;
+    cluster.wait_placed(&want, Duration::from_secs(120)).await;
+    (cluster, native, browser, page, native_stop)
+}
+
 /// A browser node that lies (the page's test-only `?corrupt=1`: every hidden state it returns
 /// is nudged, well-formed and of the usual scale) is caught by the coordinator's audit of its
 /// first step: the answer, asked without streaming, equals the CPU engine's, the tab is
@@ -813,21 +826,8 @@ async fn a_lying_browser_node_is_caught_by_the_audit_and_cannot_change_the_answe
     let tmp = tempfile::tempdir().unwrap();
     let dir = tiny_llama(tmp.path());
     let want = reference_ids(&dir, "hello world", 12);
-    let cluster = Cluster::start(&dir, WireEncoding::F32).await;
-    let _native_stop = cluster.native_node(&dir);
-    let native = cluster.wait_node("native", Duration::from_secs(30)).await;
-    cluster
-        .wait_placed(&[native; 3], Duration::from_secs(60))
-        .await;
-    let _page = BrowserPage::open(&format!(
-        "http://{}/node/?token={TOKEN}&name=liar-tab&gflops=0.01&corrupt=1",
-        cluster.addr
-    ));
-    let browser = cluster.wait_node("browser", Duration::from_secs(120)).await;
-    cluster.coord.move_shard(1, browser).unwrap();
-    cluster
-        .wait_placed(&[native, browser, native], Duration::from_secs(120))
-        .await;
+    let (cluster, native, browser, _page, _native_stop) =
+        browser_beside_native(&dir, "name=liar-tab&gflops=0.01&corrupt=1", 1).await;
     let mut events = cluster.coord.subscribe();
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let req = serde_json::from_value(serde_json::json!({

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Server, cpu_node};
+use common::cluster::{Server, cpu_node, node_id};
 use common::liar::{Liar, Msg, Rewrite, edit_activation, edit_top_logits, frames, lying_node};
 use synapse::coordinator::events::Event;
 use synapse::coordinator::http::status_json;
@@ -46,23 +46,6 @@ fn config(dir: &Path, encoding: WireEncoding) -> CoordinatorConfig {
 
 fn url(server: &Server) -> String {
     format!("ws://{}/ws?token={TOKEN}", server.addr)
-}
-
-/// The id of the node named `name` once it is connected.
-async fn node_id(coord: &Coordinator, name: &str) -> u64 {
-    for _ in 0..300 {
-        let s = status_json(coord);
-        if let Some(n) = s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-        {
-            return n["id"].as_u64().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("node {name} never joined: {}", status_json(coord));
 }
 
 /// Waits until every shard is ready and `nodes` each hold some, nothing moving.

@@ -266,18 +266,21 @@ impl State {
             // A new stream, or a replay from the start: begin again.
             self.drop_stream(key);
         }
-        let sid = self.next_sid;
-        let s = self.streams.entry(key).or_insert_with(|| Stream {
-            node,
-            sid,
-            end: 0,
-            pending: Vec::new(),
-            encoding,
-            broken: None,
-        });
-        if s.sid == sid {
+        if !self.streams.contains_key(&key) {
+            self.streams.insert(
+                key,
+                Stream {
+                    node,
+                    sid: self.next_sid,
+                    end: 0,
+                    pending: Vec::new(),
+                    encoding,
+                    broken: None,
+                },
+            );
             self.next_sid += 1;
         }
+        let s = self.streams.get_mut(&key).expect("inserted above");
         s.node = node;
         if s.broken.is_some() {
             return;
@@ -337,27 +340,18 @@ impl State {
     }
 
     fn close(&mut self, key: StreamKey, audit: u64) -> Verdict {
-        let Some(s) = self.streams.get(&key) else {
-            return Verdict {
-                audit,
-                key,
-                node: 0,
-                end: 0,
-                finding: Finding::Skipped("the stream was never recorded".into()),
-            };
+        let (node, end, broken) = match self.streams.get(&key) {
+            Some(s) => (s.node, s.recorded(), s.broken.clone()),
+            None => (0, 0, Some("the stream was never recorded".into())),
         };
-        let (node, end) = (s.node, s.recorded());
-        let finding = match &s.broken {
-            Some(why) => Finding::Skipped(why.clone()),
-            None => match self.audit_window(key) {
-                Ok(f) => f,
-                Err(why) => {
-                    if let Some(s) = self.streams.get_mut(&key) {
-                        s.broken = Some(why.clone());
-                    }
-                    Finding::Skipped(why)
+        let finding = match broken {
+            Some(why) => Finding::Skipped(why),
+            None => self.audit_window(key).unwrap_or_else(|why| {
+                if let Some(s) = self.streams.get_mut(&key) {
+                    s.broken = Some(why.clone());
                 }
-            },
+                Finding::Skipped(why)
+            }),
         };
         Verdict {
             audit,

@@ -69,6 +69,26 @@ pub async fn wait_complete(coord: &Coordinator, nodes: usize) {
     );
 }
 
+/// The id of the node named `name` once it is connected; panics with the status after 30 s.
+pub async fn node_id(coord: &Coordinator, name: &str) -> u64 {
+    for _ in 0..300 {
+        let s = synapse::coordinator::http::status_json(coord);
+        if let Some(n) = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+        {
+            return n["id"].as_u64().unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "node {name} never joined: {}",
+        synapse::coordinator::http::status_json(coord)
+    );
+}
+
 /// A native CPU node running in this process.
 pub struct CpuNode {
     pub stop: watch::Sender<bool>,

@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 
 use super::{Core, Output};
 use crate::coordinator::auditor::{AuditJob, Finding, Returned, StreamKey, Verdict};
-use crate::coordinator::events::Event;
 use crate::coordinator::wire::NodeKind;
 use crate::protocol::{Frame, TopLogits};
 
@@ -146,8 +145,8 @@ impl Core {
     }
 
     /// Records hop `hop` of step `step` (its input and what `node` returned) for the auditor,
-    /// closing a window when the node's trust or the session asks for one. Returns whether the
-    /// step's outcome must wait for that window.
+    /// closing a window when the node's trust or the session asks for one; a probation node's
+    /// window holds the step's outcome.
     pub(super) fn audit_hop(
         &mut self,
         step: u64,
@@ -155,9 +154,9 @@ impl Core {
         node: u64,
         input: Frame,
         output: Returned,
-    ) -> bool {
+    ) {
         let Some(cfg) = self.audits.cfg else {
-            return false;
+            return;
         };
         let s = &self.steps[&step];
         let h = s.route[hop];
@@ -196,7 +195,7 @@ impl Core {
             || (verified && since >= VERIFIED_EVERY)
             || self.audits.rng.random_bool(cfg.rate.clamp(0.0, 1.0));
         if !close {
-            return false;
+            return;
         }
         let audit = self.close_window(key);
         if probation {
@@ -213,7 +212,6 @@ impl Core {
                 .waiting
                 .insert(audit);
         }
-        probation
     }
 
     fn close_window(&mut self, key: StreamKey) -> u64 {
@@ -334,13 +332,6 @@ impl Core {
                 self.audits.failed += 1;
                 let why = format!("failed an audit at position {pos}: {mismatch}");
                 tracing::warn!(node = v.node, "{why}");
-                self.emit(Event::NodeRefused {
-                    name: self
-                        .nodes
-                        .get(&v.node)
-                        .map_or_else(String::new, |n| n.info.name.clone()),
-                    reason: why.clone(),
-                });
                 // Every session whose stream through this node was not audited to its end
                 // may hold tokens the node influenced: back to the last audited position.
                 let tainted: Vec<(u64, usize)> = self
@@ -374,7 +365,6 @@ impl Core {
                     .map(|(s, _)| *s)
                     .collect();
                 for step in held {
-                    self.audits.held.remove(&step);
                     self.fail_step(step, v.node, why.clone(), true);
                 }
                 self.ban(now, v.node, &why);
