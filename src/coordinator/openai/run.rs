@@ -206,7 +206,17 @@ async fn follow(
     };
     let mut finished = false;
     loop {
-        let Some(ev) = rx.recv().await else {
+        // A streaming client that hung up ends the session now, not at the next piece of text
+        // (a prefill sends none for as long as it runs): returning drops `rx`, which the
+        // driver watches.
+        let next = match out {
+            Some((tx, _)) => tokio::select! {
+                ev = rx.recv() => ev,
+                _ = tx.closed() => return Ok(None),
+            },
+            None => rx.recv().await,
+        };
+        let Some(ev) = next else {
             return Err(ApiError::Generation(
                 "the session ended without a result".into(),
             ));
