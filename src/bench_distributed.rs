@@ -74,6 +74,9 @@ pub struct DistributedBench {
     pub runs: usize,
     /// Audit settings to measure, each a fresh cluster (`None`: audits off).
     pub audits: Vec<Option<crate::coordinator::state::AuditConfig>>,
+    /// The auditor's CPUs (empty: anywhere). The caller keeps the nodes off them (they inherit
+    /// the calling thread's CPUs), as if the nodes were other devices.
+    pub audit_cpus: Vec<usize>,
 }
 
 const PROSE: &str = "The history of the printing press begins";
@@ -148,6 +151,7 @@ async fn one(
     // The coordinator's default activation encoding.
     let mut cfg = CoordinatorConfig::new(dir.to_path_buf(), "bench".into());
     cfg.audit = audit;
+    cfg.audit_cpus = bench.audit_cpus.clone();
     let coord = Coordinator::new(cfg)?;
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let (stop_server, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -8,6 +8,7 @@ pub mod app;
 pub mod bench;
 pub mod bench_distributed;
 pub mod coordinator;
+pub mod cpus;
 pub mod engine;
 pub mod fetch;
 pub mod generate;

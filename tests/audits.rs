@@ -7,7 +7,8 @@
 //!   CPU engine's, the liar is evicted, banned, and holds nothing.
 //! - A node that behaves through its probation, then lies on one step in ten: evicted within
 //!   100 generated tokens at the default audit rate.
-//! - Honest pipelines, every step audited, with each wire encoding: never accused.
+//! - Honest pipelines of CPU and of GPU (lavapipe) nodes, every step audited, with each wire
+//!   encoding: never accused in 500 audited steps of each node (the browser's: tests/browser.rs).
 
 mod common;
 
@@ -25,6 +26,8 @@ use synapse::coordinator::session::GenerateEvent;
 use synapse::coordinator::state::AuditConfig;
 use synapse::coordinator::wire::WireEncoding;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
+use synapse::engine::ShardExecutor;
+use synapse::engine::gpu::{GpuContext, GpuOptions, GpuShard};
 use synapse::protocol::Frame;
 use synapse::sampling::SamplingParams;
 
@@ -355,40 +358,114 @@ async fn a_node_that_lies_once_in_ten_steps_after_probation_is_caught_within_100
     );
 }
 
-/// Honest nodes, every step audited, each wire encoding, a prompt that repeats itself (so
-/// speculative drafts are verified and rejected drafts truncated): no node is ever accused.
+/// Generations (streamed and not, alternating) until each of `nodes` has passed `steps`
+/// audits; then nobody has failed one, none was skipped, no node left. Returns the generations.
+async fn never_accused(
+    coord: &Coordinator,
+    encoding: WireEncoding,
+    nodes: &[u64],
+    steps: u64,
+) -> usize {
+    let mut events = coord.subscribe();
+    let passed = |s: &serde_json::Value, n: u64| {
+        s["audits"]["passed_by_node"][n.to_string()]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut runs = 0;
+    loop {
+        let s = status_json(coord);
+        if nodes.iter().all(|&n| passed(&s, n) >= steps) {
+            break;
+        }
+        assert!(
+            runs < 200,
+            "{encoding:?}: audits never reached {steps} per node: {}",
+            s["audits"]
+        );
+        let got = generate(coord, 32, runs % 2 == 0).await;
+        assert!(got.done.is_ok(), "{encoding:?}: {got:?}");
+        runs += 1;
+    }
+    // Audits run beside the generations: the last verdicts may still be on their way.
+    for _ in 0..600 {
+        if status_json(coord)["audits"]["in_progress"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = status_json(coord);
+    assert_eq!(
+        s["audits"]["in_progress"], 0,
+        "{encoding:?}: {}",
+        s["audits"]
+    );
+    let left = nodes_left(&mut events);
+    assert!(left.is_empty(), "{encoding:?}: nodes left: {left:?}");
+    assert_eq!(s["audits"]["failed"], 0, "{encoding:?}: {}", s["audits"]);
+    assert_eq!(s["audits"]["skipped"], 0, "{encoding:?}: {}", s["audits"]);
+    eprintln!("{encoding:?}: {runs} generations, audits {}", s["audits"]);
+    runs
+}
+
+const EVERY_STEP: AuditConfig = AuditConfig {
+    rate: 1.0,
+    probation_steps: 16,
+};
+
+/// Honest CPU nodes (one behind the proxy, relaying untouched), every step audited, each wire
+/// encoding, a prompt that repeats itself (so speculative drafts are verified and rejected
+/// drafts truncated): 500 audited steps of each node, none accused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_pipeline_is_never_accused_in_500_audited_steps_per_encoding() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tiny_llama(tmp.path(), 2);
     for encoding in [WireEncoding::F32, WireEncoding::Int8, WireEncoding::Rice] {
-        let every = AuditConfig {
-            rate: 1.0,
-            probation_steps: 16,
-        };
-        let c = cluster(&dir, config(&dir, encoding, every), 2, 1).await;
-        let coord = c.server.coord.clone();
-        let mut events = coord.subscribe();
-        let mut runs = 0;
-        loop {
-            let windows = status_json(&coord)["audits"]["windows_passed"]
-                .as_u64()
-                .unwrap();
-            if windows >= 500 {
-                break;
-            }
-            let got = generate(&coord, 32, runs % 2 == 0).await;
-            assert!(got.done.is_ok(), "{encoding:?}: {got:?}");
-            runs += 1;
-        }
-        let s = status_json(&coord);
-        let left = nodes_left(&mut events);
-        assert!(left.is_empty(), "{encoding:?}: nodes left: {left:?}");
-        assert_eq!(s["audits"]["failed"], 0, "{encoding:?}: {}", s["audits"]);
-        assert_eq!(s["audits"]["skipped"], 0, "{encoding:?}: {}", s["audits"]);
-        eprintln!("{encoding:?}: {runs} generations, audits {}", s["audits"]);
+        let c = cluster(&dir, config(&dir, encoding, EVERY_STEP), 2, 1).await;
+        let mut nodes: Vec<u64> = c.honest.iter().map(|(_, id)| *id).collect();
+        nodes.push(c.liar_id);
+        never_accused(&c.server.coord, encoding, &nodes, 500).await;
         let _ = c.liar.node.stop.send(true);
         for (n, _) in &c.honest {
+            let _ = n.stop.send(true);
+        }
+    }
+}
+
+/// A node running the WGSL engine (lavapipe here) for `dir`'s shards.
+fn gpu_node(url: String, name: &str, dir: &Path, ctx: Arc<GpuContext>) -> CpuNode {
+    common::cluster::cpu_node_with(url, name, Some(dir), dir, move |c| {
+        c.backend = "gpu".into();
+        c.adapter = ctx.describe();
+        c.loader = Arc::new(move |d: &Path, m: &splitter::Manifest, i: usize| {
+            Ok(Box::new(GpuShard::load(ctx.clone(), d, m, i)?) as Box<dyn ShardExecutor>)
+        });
+    })
+}
+
+/// The same with two GPU nodes (the WGSL engine on lavapipe): the hidden states they send and
+/// the top logits they pick, against the coordinator's CPU engine, stay within each encoding's
+/// tolerance for 500 audited steps of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_gpu_pipeline_is_never_accused_in_500_audited_steps_per_encoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_llama(tmp.path(), 2);
+    let ctx = GpuContext::new(&GpuOptions::default()).expect("a GPU adapter (lavapipe on CI)");
+    for encoding in [WireEncoding::F32, WireEncoding::Int8, WireEncoding::Rice] {
+        let server = common::cluster::serve_coordinator(config(&dir, encoding, EVERY_STEP)).await;
+        let coord = server.coord.clone();
+        let mut nodes = Vec::new();
+        let mut ids = Vec::new();
+        for i in 0..2 {
+            let name = format!("gpu-{i}");
+            nodes.push(gpu_node(url(&server), &name, &dir, ctx.clone()));
+            let id = node_id(&coord, &name).await;
+            wait_holders_prefix(&coord, id).await;
+            ids.push(id);
+        }
+        wait_holders(&coord, &ids).await;
+        never_accused(&coord, encoding, &ids, 500).await;
+        for n in &nodes {
             let _ = n.stop.send(true);
         }
     }

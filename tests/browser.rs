@@ -800,6 +800,16 @@ async fn browser_beside_native(
     shard: usize,
 ) -> (Cluster, u64, u64, BrowserPage, watch::Sender<bool>) {
     let cluster = Cluster::start(dir, WireEncoding::F32).await;
+    beside_native(cluster, dir, query, shard).await
+}
+
+/// [`browser_beside_native`] on a cluster already started.
+async fn beside_native(
+    cluster: Cluster,
+    dir: &Path,
+    query: &str,
+    shard: usize,
+) -> (Cluster, u64, u64, BrowserPage, watch::Sender<bool>) {
     let native_stop = cluster.native_node(dir);
     let native = cluster.wait_node("native", Duration::from_secs(30)).await;
     cluster
@@ -864,6 +874,79 @@ async fn a_lying_browser_node_is_caught_by_the_audit_and_cannot_change_the_answe
             .all(|x| x["node"] == native),
         "{s}"
     );
+}
+
+/// An honest browser node is never accused: the tab holds shard 0 (its hidden states go out in
+/// the wire encoding under test), the native node the rest, every step of both audited (rate
+/// 1), until the tab has passed 500 audits, for each encoding: no audit fails or is skipped and
+/// no node leaves. The tolerance each encoding allows covers SwiftShader's arithmetic too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_browser_node_is_never_accused_in_500_audited_steps_per_encoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny_llama(tmp.path());
+    let every = synapse::coordinator::state::AuditConfig {
+        rate: 1.0,
+        probation_steps: 16,
+    };
+    for encoding in [WireEncoding::F32, WireEncoding::Int8, WireEncoding::Rice] {
+        let cluster = Cluster::start_with(&dir, encoding, Some(every)).await;
+        let (cluster, native, browser, _page, _native_stop) =
+            beside_native(cluster, &dir, "name=honest-tab&gflops=0.01", 0).await;
+        let mut events = cluster.coord.subscribe();
+        let passed = |s: &serde_json::Value, n: u64| {
+            s["audits"]["passed_by_node"][n.to_string()]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let mut generations = 0;
+        let enough = |s: &serde_json::Value| passed(s, browser) >= 500 && passed(s, native) >= 500;
+        while !enough(&cluster.status()) {
+            assert!(generations < 100, "{encoding:?}: {}", cluster.status());
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let req = serde_json::from_value(serde_json::json!({
+                "prompt": "hello world", "max_tokens": 32, "temperature": 0.0,
+                "stream": generations % 2 == 0,
+            }))
+            .unwrap();
+            let coord = cluster.coord.clone();
+            tokio::spawn(async move { coord.generate(req, tx).await });
+            let mut done = false;
+            while let Some(e) = rx.recv().await {
+                match e {
+                    GenerateEvent::Done { .. } => done = true,
+                    GenerateEvent::Error { message } => {
+                        panic!("{encoding:?}: generation failed: {message}")
+                    }
+                    _ => {}
+                }
+            }
+            assert!(done, "{encoding:?}: no answer");
+            generations += 1;
+        }
+        // Audits run beside the generations: the last verdicts may still be on their way.
+        let end = Instant::now() + Duration::from_secs(30);
+        while cluster.status()["audits"]["in_progress"] != 0 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let s = cluster.status();
+        assert_eq!(
+            s["audits"]["in_progress"], 0,
+            "{encoding:?}: {}",
+            s["audits"]
+        );
+        while let Ok(e) = events.try_recv() {
+            if let Event::NodeLeft { node, reason } = e {
+                panic!("{encoding:?}: node {node} left: {reason}");
+            }
+        }
+        assert_eq!(s["audits"]["failed"], 0, "{encoding:?}: {}", s["audits"]);
+        assert_eq!(s["audits"]["skipped"], 0, "{encoding:?}: {}", s["audits"]);
+        assert_eq!(s["shards"][0]["node"].as_u64(), Some(browser), "{s}");
+        eprintln!(
+            "{encoding:?}: {generations} generations, audits {}",
+            s["audits"]
+        );
+    }
 }
 
 /// The simulator against a cluster with a browser node (issue 16's calibration): SmolLM2-135M in

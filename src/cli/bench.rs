@@ -80,6 +80,11 @@ pub struct Args {
     /// With --distributed: the audit rate of trusted nodes.
     #[arg(long, default_value_t = 0.1, requires = "distributed")]
     audit_rate: f64,
+    /// With --distributed: the auditor runs on these CPUs (e.g. `1` or `12-15`) and the nodes
+    /// and everything else on the others, as when the nodes are other devices; by default
+    /// all share every core (the auditor at the lowest priority).
+    #[arg(long, value_parser = super::serve::cpu_list, requires = "distributed")]
+    audit_cpus: Option<super::serve::CpuList>,
 }
 
 /// Which audit settings `--distributed` measures.
@@ -388,7 +393,23 @@ fn network(args: &Args) -> Result<()> {
         AuditMode::Off => vec![None],
         AuditMode::Both => vec![None, on],
     };
+    let audit_cpus = args.audit_cpus.clone().map(|c| c.0).unwrap_or_default();
+    if !audit_cpus.is_empty() {
+        let rest = synapse::cpus::others(&audit_cpus);
+        if rest.is_empty() {
+            bail!(
+                "--audit-cpus {audit_cpus:?} leaves no CPU for the nodes: this machine has {}",
+                synapse::cpus::count()
+            );
+        }
+        // Threads inherit their creator's CPUs: the runtime, the nodes and their rayon pool
+        // all start after this.
+        synapse::cpus::pin_current(&rest)
+            .map_err(|e| anyhow::anyhow!("pinning the nodes to CPUs {rest:?}: {e}"))?;
+        eprintln!("auditor on CPUs {audit_cpus:?}, nodes on CPUs {rest:?}");
+    }
     let bench = synapse::bench_distributed::DistributedBench {
+        audit_cpus,
         audits,
         node_counts: args.nodes.clone(),
         gen_tokens: args.gen_tokens.max(8),

@@ -68,6 +68,19 @@ pub struct AuditArgs {
     /// steps waits for its audit); a node given new shards starts again.
     #[arg(long, default_value_t = 16)]
     pub probation_steps: u32,
+    /// CPUs the auditor runs on, a thread each (e.g. `2-3` or `0,2`), to keep it off cores
+    /// that nodes on this machine use; by default a thread per core, at the lowest priority.
+    #[arg(long, value_parser = cpu_list)]
+    pub audit_cpus: Option<CpuList>,
+}
+
+/// A parsed `--audit-cpus` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+/// `--audit-cpus`: a CPU list of this machine.
+pub fn cpu_list(s: &str) -> Result<CpuList, String> {
+    synapse::cpus::parse_list(s).map(CpuList)
 }
 
 impl Default for AuditArgs {
@@ -76,6 +89,7 @@ impl Default for AuditArgs {
             audits: Switch::On,
             audit_rate: 0.1,
             probation_steps: 16,
+            audit_cpus: None,
         }
     }
 }
@@ -87,6 +101,11 @@ impl AuditArgs {
             rate: self.audit_rate,
             probation_steps: self.probation_steps,
         })
+    }
+
+    /// The auditor's CPUs (empty: anywhere).
+    pub fn cpus(&self) -> Vec<usize> {
+        self.audit_cpus.clone().map(|c| c.0).unwrap_or_default()
     }
 }
 
@@ -177,6 +196,7 @@ pub async fn start(args: &Args) -> Result<Host> {
     cfg.max_sessions = args.max_sessions as usize;
     cfg.speculate = args.speculate.config();
     cfg.audit = args.audit.config();
+    cfg.audit_cpus = args.audit.cpus();
     let coord = Coordinator::new(cfg)?;
     let (bound_tx, bound_rx) = oneshot::channel();
     let (stop_server, stopped) = oneshot::channel::<()>();

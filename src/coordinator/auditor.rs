@@ -11,7 +11,8 @@
 //! hide between two audits.
 //!
 //! The thread runs at the lowest CPU priority (SCHED_IDLE, its own rayon pool's threads too),
-//! so on a machine shared with nodes it uses the time they leave idle. It never blocks the core:
+//! so on a machine shared with nodes it uses the time they leave idle; `--audit-cpus` keeps it
+//! on given CPUs, a thread each. It never blocks the core:
 //! jobs come through a channel, verdicts go back through a callback.
 
 use std::collections::{BTreeMap, HashMap};
@@ -97,15 +98,28 @@ pub struct Auditor {
 
 impl Auditor {
     /// Starts the thread for the model in `dir`.
-    pub fn start(dir: PathBuf, manifest: Arc<Manifest>, sink: VerdictSink) -> Auditor {
+    pub fn start(
+        dir: PathBuf,
+        manifest: Arc<Manifest>,
+        cpus: Vec<usize>,
+        sink: VerdictSink,
+    ) -> Auditor {
         let (tx, rx) = crossbeam_channel::unbounded::<AuditJob>();
         std::thread::Builder::new()
             .name("synapse-auditor".into())
             .spawn(move || {
                 lower_priority();
+                pin(&cpus);
+                let threads = cpus.clone();
                 let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(cpus.len())
                     .thread_name(|i| format!("synapse-audit-{i}"))
-                    .start_handler(|_| lower_priority())
+                    .start_handler(move |i| {
+                        lower_priority();
+                        if let Some(&c) = threads.get(i) {
+                            pin(&[c]);
+                        }
+                    })
                     .build()
                     .ok();
                 let mut state = State::new(dir, manifest);
@@ -126,6 +140,13 @@ impl Auditor {
     /// Queues a job (dropped when the thread has stopped).
     pub fn send(&self, job: AuditJob) {
         let _ = self.tx.send(job);
+    }
+}
+
+/// The calling thread on `cpus` (none: anywhere); a refusal is logged and changes nothing.
+fn pin(cpus: &[usize]) {
+    if let Err(e) = crate::cpus::pin_current(cpus) {
+        tracing::warn!("the auditor could not be pinned to CPUs {cpus:?}: {e}");
     }
 }
 

@@ -91,6 +91,9 @@ pub struct CoordinatorConfig {
     /// Audits by recomputation of what nodes return (state/audits.rs); `None` believes
     /// every well-formed reply.
     pub audit: Option<state::AuditConfig>,
+    /// CPUs the auditor's threads run on, one thread each (`--audit-cpus`); empty: a thread
+    /// per core, anywhere. Always at the lowest priority.
+    pub audit_cpus: Vec<usize>,
 }
 
 impl CoordinatorConfig {
@@ -115,6 +118,7 @@ impl CoordinatorConfig {
             api_key: None,
             cors_origins: Vec::new(),
             audit: Some(state::AuditConfig::default()),
+            audit_cpus: Vec::new(),
         }
     }
 
@@ -208,6 +212,7 @@ impl Coordinator {
                     auditor::Auditor::start(
                         cfg.model_dir.clone(),
                         manifest.clone(),
+                        cfg.audit_cpus.clone(),
                         Box::new(move |v| {
                             if let Some(inner) = weak.upgrade() {
                                 Coordinator { inner }.act(|hub, now| hub.core.audit_done(now, v));

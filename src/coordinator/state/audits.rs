@@ -449,6 +449,11 @@ impl Core {
             "skipped": self.audits.skipped,
             "in_progress": self.audits.windows.len(),
             "trusted_nodes": trusted,
+            "passed_by_node": self
+                .nodes
+                .keys()
+                .map(|n| (n.to_string(), json!(self.audits.passed.get(n).copied().unwrap_or(0))))
+                .collect::<serde_json::Map<_, _>>(),
         })
     }
 }
