@@ -76,8 +76,13 @@ pub enum NodeMessage {
         /// Measured speed of a quick matrix-vector benchmark.
         gflops: f64,
     },
-    /// Download/load progress of a shard, 0 to 1.
-    ShardProgress { shard: usize, fraction: f32 },
+    /// Download/load progress of a shard, 0 to 1 (a number beyond f32's range is refused: it
+    /// would not even serialise back).
+    ShardProgress {
+        shard: usize,
+        #[serde(deserialize_with = "finite_f32")]
+        fraction: f32,
+    },
     /// The shard is loaded and can run steps.
     ShardReady { shard: usize },
     /// The shard could not be loaded.
@@ -133,4 +138,50 @@ pub enum CoordinatorMessage {
 
 fn one_row() -> usize {
     1
+}
+
+/// An f32 field that must be finite as an f32 (JSON numbers beyond its range would become
+/// infinity, which JSON cannot write back).
+fn finite_f32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f64::deserialize(d)?;
+    let f = v as f32;
+    if f.is_finite() {
+        Ok(f)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v:e} is not a finite 32-bit number"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the node_messages fuzz target (tests/fixtures/fuzz/artifacts/node_messages/):
+    /// a fraction beyond f32's range parsed as infinity and serialised as `null`.
+    #[test]
+    fn a_progress_fraction_beyond_f32_is_refused_with_its_value() {
+        let text = r#"{"type":"shard_progress","shard":1,"fraction":8.9e123}"#;
+        let err = serde_json::from_str::<NodeMessage>(text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("8.9e123 is not a finite 32-bit number"),
+            "{err}"
+        );
+        let ok: NodeMessage =
+            serde_json::from_str(r#"{"type":"shard_progress","shard":1,"fraction":0.5}"#).unwrap();
+        assert_eq!(
+            ok,
+            NodeMessage::ShardProgress {
+                shard: 1,
+                fraction: 0.5
+            }
+        );
+        let crash = include_str!(
+            "../../tests/fixtures/fuzz/artifacts/node_messages/crash-7b5ddc6f566ca65c1ab7acade4a68c4a3d6b51be"
+        );
+        assert!(serde_json::from_str::<NodeMessage>(crash).is_err());
+    }
 }

@@ -4,11 +4,13 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "scratch.rs"]
+mod scratch;
+
 fuzz_target!(|bytes: &[u8]| {
-    let dir = std::env::temp_dir().join(format!("synapse-fuzz-manifest-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    std::fs::write(dir.join("manifest.json"), bytes).expect("writing the input");
-    if let Ok(m) = splitter::Manifest::load(&dir) {
+    let path = scratch::file("manifest", "manifest.json");
+    std::fs::write(path, bytes).expect("writing the input");
+    if let Ok(m) = splitter::Manifest::load(path.parent().expect("a directory")) {
         for s in &m.shards {
             let _ = s.layer_range();
         }

@@ -8,6 +8,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "scratch.rs"]
+mod scratch;
 use splitter::{Manifest, ShardInfo};
 
 fn shards() -> &'static [ShardInfo] {
@@ -26,15 +29,13 @@ fn shards() -> &'static [ShardInfo] {
 }
 
 fuzz_target!(|bytes: &[u8]| {
-    let dir = std::env::temp_dir().join(format!("synapse-fuzz-shard-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("shard.safetensors");
-    std::fs::write(&path, bytes).expect("writing the input");
+    let path = scratch::file("shard", "shard.safetensors");
+    std::fs::write(path, bytes).expect("writing the input");
     for info in shards() {
         let info = ShardInfo {
             bytes: bytes.len() as u64,
             ..info.clone()
         };
-        let _ = synapse::engine::weights::ShardTensors::load(&path, &info);
+        let _ = synapse::engine::weights::ShardTensors::load(path, &info);
     }
 });
