@@ -125,7 +125,8 @@ async fn predictions_match_real_cpu_clusters() {
         let m = run_cluster(&model, n).await;
         // With equal nodes the coordinator's placement is deterministic: the simulator's own
         // (fresh) placement must be the one the cluster settled on.
-        let equal = calibrate::devices(&m.nodes, &|_| 5.0);
+        let bytes = shards.iter().map(|s| s.bytes).sum();
+        let equal = calibrate::devices(&m.nodes, bytes, &|_| 5.0);
         let opts = synapse::sim::predict::SimOptions {
             prompt_tokens: m.prompt_tokens,
             gen_tokens: m.generated,

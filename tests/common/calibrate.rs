@@ -8,7 +8,8 @@
 //! the same run, and each phase is predicted from the other: the decode prediction uses the
 //! speeds the nodes showed on the prompt's step (their prefill hop times), the prefill
 //! prediction the speeds they showed on decode steps. What is tested is the model itself: how
-//! one token's cost relates to a prompt's (the engine's matrix-matrix gain), the fixed costs,
+//! one token's cost relates to a prompt's (the engine's matrix-matrix gain, as this CPU's probe
+//! measures it), the fixed costs,
 //! attention, and how hops, the network and the coordinator add up.
 
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use synapse::coordinator::session::{GenerateEvent, GenerateRequest};
 use synapse::coordinator::wire::NodeKind;
 use synapse::sampling::SamplingParams;
 use synapse::sim::predict::{SimDevice, SimOptions};
-use synapse::sim::profile::{DeviceProfile, LOOPBACK};
+use synapse::sim::profile::{Backend, CPU_MATMUL_GAIN, DeviceProfile, LOOPBACK};
 use synapse::sim::timing::compute_s;
 use synapse::sim::{ModelShape, ShardShape, simulate_with};
 use tokio::sync::mpsc;
@@ -226,13 +227,78 @@ pub fn speed_for(
     variable / (seconds - fixed).max(1e-6)
 }
 
-/// The simulator's devices for the measured nodes on loopback, each at `speed(id)`.
-pub fn devices(nodes: &[NodeMeta], speed: &dyn Fn(u64) -> f64) -> Vec<SimDevice> {
+/// This machine's CPU matrix-matrix gain (per-token prefill speed over decode speed) on a
+/// working set of `bytes` of f16 weights (2048 x 2048 matrices, one pass over all of them per
+/// timing, median of five), measured once per test process. The nodes here run on this CPU,
+/// and the gain depends on where a model's weights live: 3.4-3.7 for a matrix that fits in
+/// cache, about 3.5 for SmolLM2 on the first dev box, near 5 on one whose 480 MB L3 holds much
+/// of it. The constant a hello implies ([`CPU_MATMUL_GAIN`]) would test the machine rather
+/// than the model.
+pub fn cpu_gain(bytes: u64) -> f64 {
+    static GAIN: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *GAIN.get_or_init(|| {
+        let (n, k, t) = (2048usize, 2048usize, 8usize);
+        let count = bytes.div_ceil((n * k * 2) as u64).clamp(1, 256) as usize;
+        let mats: Vec<Vec<half::f16>> = (0..count)
+            .map(|m| {
+                (0..n * k)
+                    .map(|i| half::f16::from_f32((((i + m) % 31) as f32 - 15.0) / 64.0))
+                    .collect()
+            })
+            .collect();
+        let x: Vec<f32> = (0..k * t).map(|i| (i % 7) as f32 / 7.0).collect();
+        let mut out = vec![0f32; n * t];
+        let mut time = |tokens: usize| {
+            let mut pass = || {
+                for w in &mats {
+                    synapse::engine::cpu::ops::matmul(
+                        &mut out[..n * tokens],
+                        &x[..k * tokens],
+                        w,
+                        None,
+                        tokens,
+                        k,
+                    );
+                }
+            };
+            pass(); // warm-up
+            let mut times: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    pass();
+                    t0.elapsed().as_secs_f64().max(1e-9)
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            times[2]
+        };
+        let one = time(1);
+        let many = time(t);
+        let extra = (many - one).max(one / CPU_MATMUL_GAIN / 4.0);
+        let gain = (one * (t - 1) as f64 / extra).max(1.0);
+        eprintln!(
+            "this CPU's matrix-matrix gain over {count} matrices ({} MB of f16): {gain:.2}",
+            (count * n * k * 2) >> 20
+        );
+        gain
+    })
+}
+
+/// The simulator's devices for the measured nodes on loopback, each at `speed(id)`; CPU nodes
+/// with this machine's measured matrix-matrix gain on `weight_bytes` ([`cpu_gain`]).
+pub fn devices(
+    nodes: &[NodeMeta],
+    weight_bytes: u64,
+    speed: &dyn Fn(u64) -> f64,
+) -> Vec<SimDevice> {
     nodes
         .iter()
         .map(|n| {
             let mut p =
                 DeviceProfile::from_hello(&n.name, n.kind, &n.adapter, n.memory_bytes, speed(n.id));
+            if p.backend == Backend::Cpu {
+                p.matmul_gflops = p.matvec_gflops * cpu_gain(weight_bytes);
+            }
             (p.rtt_ms, p.link_mbps) = LOOPBACK;
             SimDevice {
                 id: n.id,
@@ -256,7 +322,8 @@ pub struct Compared {
 
 /// The simulator's decode and prefill predictions for the run's own devices and placement.
 pub fn compare(shape: &ModelShape, shards: &[ShardShape], m: &Measured, label: &str) -> Compared {
-    let base = devices(&m.nodes, &|_| 1.0);
+    let bytes = shards.iter().map(|s| s.bytes).sum();
+    let base = devices(&m.nodes, bytes, &|_| 1.0);
     let mut from_prefill = Vec::new();
     let mut from_decode = Vec::new();
     for (id, pre, dec) in &m.node_times {
@@ -267,8 +334,8 @@ pub fn compare(shape: &ModelShape, shards: &[ShardShape], m: &Measured, label: &
         from_decode.push((*id, speed_for(shape, &hops, p, 1, pos, *dec)));
     }
     let lookup = |v: &[(u64, f64)], id: u64| v.iter().find(|x| x.0 == id).map_or(1.0, |x| x.1);
-    let for_decode = devices(&m.nodes, &|id| lookup(&from_prefill, id));
-    let for_prefill = devices(&m.nodes, &|id| lookup(&from_decode, id));
+    let for_decode = devices(&m.nodes, bytes, &|id| lookup(&from_prefill, id));
+    let for_prefill = devices(&m.nodes, bytes, &|id| lookup(&from_decode, id));
     let opts = SimOptions {
         prompt_tokens: m.prompt_tokens,
         gen_tokens: m.generated,
