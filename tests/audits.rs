@@ -13,13 +13,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::cluster::{CpuNode, Server, cpu_node, node_id};
+use common::cluster::{CpuNode, Server, audits_passed, audits_settled, cpu_node, node_id};
 use common::liar::{Liar, Rewrite, edit_activation, edit_top_logits, frames, lying_node};
+use common::tiny_llama;
 use synapse::coordinator::events::Event;
 use synapse::coordinator::http::status_json;
 use synapse::coordinator::session::GenerateEvent;
@@ -34,10 +35,6 @@ use synapse::sampling::SamplingParams;
 const TOKEN: &str = "audits-join-token";
 const PROMPT: &str = "hello world";
 const TOKENS: usize = 24;
-
-fn tiny_llama(tmp: &Path, n: usize) -> PathBuf {
-    common::split(&common::fixtures().join("llama-hf"), tmp, n)
-}
 
 fn config(dir: &Path, encoding: WireEncoding, audit: AuditConfig) -> CoordinatorConfig {
     let mut cfg = CoordinatorConfig::new(dir.to_path_buf(), TOKEN.into());
@@ -367,34 +364,18 @@ async fn never_accused(
     steps: u64,
 ) -> usize {
     let mut events = coord.subscribe();
-    let passed = |s: &serde_json::Value, n: u64| {
-        s["audits"]["passed_by_node"][n.to_string()]
-            .as_u64()
-            .unwrap_or(0)
-    };
     let mut runs = 0;
-    loop {
-        let s = status_json(coord);
-        if nodes.iter().all(|&n| passed(&s, n) >= steps) {
-            break;
-        }
+    while !nodes.iter().all(|&n| audits_passed(coord, n) >= steps) {
         assert!(
             runs < 200,
             "{encoding:?}: audits never reached {steps} per node: {}",
-            s["audits"]
+            status_json(coord)["audits"]
         );
         let got = generate(coord, 32, runs % 2 == 0).await;
         assert!(got.done.is_ok(), "{encoding:?}: {got:?}");
         runs += 1;
     }
-    // Audits run beside the generations: the last verdicts may still be on their way.
-    for _ in 0..600 {
-        if status_json(coord)["audits"]["in_progress"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let s = status_json(coord);
+    let s = audits_settled(coord).await;
     assert_eq!(
         s["audits"]["in_progress"], 0,
         "{encoding:?}: {}",

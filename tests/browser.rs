@@ -839,22 +839,14 @@ async fn a_lying_browser_node_is_caught_by_the_audit_and_cannot_change_the_answe
     let (cluster, native, browser, _page, _native_stop) =
         browser_beside_native(&dir, "name=liar-tab&gflops=0.01&corrupt=1", 1).await;
     let mut events = cluster.coord.subscribe();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let req = serde_json::from_value(serde_json::json!({
-        "prompt": "hello world", "max_tokens": 12, "temperature": 0.0, "stream": false,
-    }))
-    .unwrap();
-    let coord = cluster.coord.clone();
-    tokio::spawn(async move { coord.generate(req, tx).await });
-    let mut got = None;
-    while let Some(e) = rx.recv().await {
-        match e {
-            GenerateEvent::Done { ids, .. } => got = Some(ids),
-            GenerateEvent::Error { message } => panic!("generation failed: {message}"),
-            _ => {}
-        }
-    }
-    assert_eq!(got.as_deref(), Some(&want[..]), "the honest answer");
+    let got = common::cluster::generate_ids(
+        &cluster.coord,
+        serde_json::json!({
+            "prompt": "hello world", "max_tokens": 12, "temperature": 0.0, "stream": false,
+        }),
+    )
+    .await;
+    assert_eq!(got, Ok(want), "the honest answer");
     let mut reason = None;
     while let Ok(e) = events.try_recv() {
         if let synapse::coordinator::events::Event::NodeLeft { node, reason: r } = e {
@@ -893,42 +885,22 @@ async fn an_honest_browser_node_is_never_accused_in_500_audited_steps_per_encodi
         let (cluster, native, browser, _page, _native_stop) =
             beside_native(cluster, &dir, "name=honest-tab&gflops=0.01", 0).await;
         let mut events = cluster.coord.subscribe();
-        let passed = |s: &serde_json::Value, n: u64| {
-            s["audits"]["passed_by_node"][n.to_string()]
-                .as_u64()
-                .unwrap_or(0)
-        };
+        let passed = |n: u64| common::cluster::audits_passed(&cluster.coord, n);
         let mut generations = 0;
-        let enough = |s: &serde_json::Value| passed(s, browser) >= 500 && passed(s, native) >= 500;
-        while !enough(&cluster.status()) {
+        while passed(browser) < 500 || passed(native) < 500 {
             assert!(generations < 100, "{encoding:?}: {}", cluster.status());
-            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-            let req = serde_json::from_value(serde_json::json!({
-                "prompt": "hello world", "max_tokens": 32, "temperature": 0.0,
-                "stream": generations % 2 == 0,
-            }))
-            .unwrap();
-            let coord = cluster.coord.clone();
-            tokio::spawn(async move { coord.generate(req, tx).await });
-            let mut done = false;
-            while let Some(e) = rx.recv().await {
-                match e {
-                    GenerateEvent::Done { .. } => done = true,
-                    GenerateEvent::Error { message } => {
-                        panic!("{encoding:?}: generation failed: {message}")
-                    }
-                    _ => {}
-                }
-            }
-            assert!(done, "{encoding:?}: no answer");
+            let got = common::cluster::generate_ids(
+                &cluster.coord,
+                serde_json::json!({
+                    "prompt": "hello world", "max_tokens": 32, "temperature": 0.0,
+                    "stream": generations % 2 == 0,
+                }),
+            )
+            .await;
+            assert!(got.is_ok(), "{encoding:?}: generation failed: {got:?}");
             generations += 1;
         }
-        // Audits run beside the generations: the last verdicts may still be on their way.
-        let end = Instant::now() + Duration::from_secs(30);
-        while cluster.status()["audits"]["in_progress"] != 0 && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let s = cluster.status();
+        let s = common::cluster::audits_settled(&cluster.coord).await;
         assert_eq!(
             s["audits"]["in_progress"], 0,
             "{encoding:?}: {}",

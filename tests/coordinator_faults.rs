@@ -10,11 +10,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Server, cpu_node, node_id};
+use common::cluster::{Server, cpu_node, greedy, node_id};
 use common::liar::{Liar, Msg, Rewrite, edit_activation, edit_top_logits, frames, lying_node};
+use common::tiny_llama;
 use synapse::coordinator::events::Event;
 use synapse::coordinator::http::status_json;
 use synapse::coordinator::session::GenerateEvent;
@@ -25,11 +26,6 @@ use synapse::sampling::SamplingParams;
 const TOKEN: &str = "faults-join-token";
 const PROMPT: &str = "hello world";
 const TOKENS: usize = 12;
-
-/// The synthetic Llama (3 layers) split in `n` shards under `tmp`.
-fn tiny_llama(tmp: &Path, n: usize) -> PathBuf {
-    common::split(&common::fixtures().join("llama-hf"), tmp, n)
-}
 
 /// Greedy ids of the single-process CPU engine.
 fn reference_ids(dir: &Path, prompt: &str, max_tokens: usize) -> Vec<u32> {
@@ -63,29 +59,6 @@ async fn wait_spread(coord: &Coordinator, nodes: &[u64]) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("shards never spread over {nodes:?}: {}", status_json(coord));
-}
-
-/// Runs one greedy generation through the coordinator: its ids, or the error message.
-async fn generate(
-    coord: &Coordinator,
-    prompt: &str,
-    max_tokens: usize,
-) -> Result<Vec<u32>, String> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let req = serde_json::from_value(
-        serde_json::json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}),
-    )
-    .unwrap();
-    let c = coord.clone();
-    tokio::spawn(async move { c.generate(req, tx).await });
-    while let Some(e) = rx.recv().await {
-        match e {
-            GenerateEvent::Done { ids, .. } => return Ok(ids),
-            GenerateEvent::Error { message } => return Err(message),
-            _ => {}
-        }
-    }
-    Err("no done event".into())
 }
 
 /// Which hop lies.
@@ -134,7 +107,7 @@ async fn liar_case(case: &str, place: Place, encoding: WireEncoding, rewrite: Re
     let mut events = coord.subscribe();
     liar.set(Some(rewrite));
     let started = Instant::now();
-    let got = generate(&coord, PROMPT, TOKENS).await;
+    let got = greedy(&coord, PROMPT, TOKENS).await;
     let took = started.elapsed();
     let mut left = Vec::new();
     while let Ok(e) = events.try_recv() {
@@ -237,7 +210,7 @@ async fn a_caught_node_is_refused_when_it_comes_back() {
         edit_activation(f, |a| a.data.iter_mut().for_each(|x| *x = 0.0))
     })));
     let mut events = coord.subscribe();
-    let got = generate(&coord, PROMPT, TOKENS).await;
+    let got = greedy(&coord, PROMPT, TOKENS).await;
     assert_eq!(got.unwrap(), want, "the honest node finished the answer");
     // The liar's node reconnects with backoff; every try is refused.
     for _ in 0..100 {
@@ -417,7 +390,7 @@ async fn a_node_claiming_everything_that_never_loads_is_dropped_and_an_honest_no
     assert!(reason.contains("did not finish loading"), "{reason}");
     eprintln!("honest node serving {took:?} after joining; braggart removed: {reason}");
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert_eq!(generate(&coord, PROMPT, TOKENS).await, Ok(want));
+    assert_eq!(greedy(&coord, PROMPT, TOKENS).await, Ok(want));
     let _ = honest.stop.send(true);
 }
 
@@ -505,7 +478,7 @@ async fn losing_every_node_mid_generation_answers_unavailable_in_time_and_serves
     let id = node_id(&coord, "back").await;
     wait_spread(&coord, &[id]).await;
     eprintln!("serving again {:?} after a node returned", back.elapsed());
-    assert_eq!(generate(&coord, PROMPT, 40).await, Ok(want));
+    assert_eq!(greedy(&coord, PROMPT, 40).await, Ok(want));
     let _ = node.stop.send(true);
 }
 
@@ -546,7 +519,7 @@ async fn long_prompts_run_in_chunks_that_let_others_in_and_a_leaving_client_stop
     let long = {
         let (c, p) = (coord.clone(), prompt.clone());
         tokio::spawn(async move {
-            let r = generate(&c, &p, 4).await;
+            let r = greedy(&c, &p, 4).await;
             (r, Instant::now())
         })
     };
@@ -555,7 +528,7 @@ async fn long_prompts_run_in_chunks_that_let_others_in_and_a_leaving_client_stop
             break;
         }
     }
-    let short = generate(&coord, PROMPT, 3).await;
+    let short = greedy(&coord, PROMPT, 3).await;
     let short_done = Instant::now();
     let (long_ids, long_done) = long.await.unwrap();
     assert_eq!(short, Ok(want_short));
@@ -741,7 +714,7 @@ async fn smollm2_long_prompt_figure() {
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let short_start = Instant::now();
-    let short = generate(&coord, "The capital of France is", 6).await;
+    let short = greedy(&coord, "The capital of France is", 6).await;
     let short_took = short_start.elapsed();
     let (first, long_took) = long.await.unwrap();
     let mut evicted = Vec::new();

@@ -21,24 +21,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Server, cpu_node, cpu_node_with, node_id};
+use common::cluster::{Server, cpu_node, cpu_node_with, greedy, node_id};
 use common::liar::{Msg, Rewrite, lying_node};
+use common::tiny_llama;
 use futures_util::StreamExt;
 use rand::{Rng, SeedableRng};
 use synapse::coordinator::events::Event;
 use synapse::coordinator::http::status_json;
-use synapse::coordinator::session::GenerateEvent;
 use synapse::coordinator::wire::WireEncoding;
 use synapse::coordinator::{Coordinator, CoordinatorConfig};
 use synapse::sampling::SamplingParams;
 
 const TOKEN: &str = "reliability-join-token";
 const PROMPT: &str = "hello world";
-
-/// The synthetic Llama (3 layers) split in `n` shards under `tmp`.
-fn tiny_llama(tmp: &Path, n: usize) -> PathBuf {
-    common::split(&common::fixtures().join("llama-hf"), tmp, n)
-}
 
 /// f32 hops, so a cluster's ids are the CPU engine's to the bit.
 fn config(dir: &Path) -> CoordinatorConfig {
@@ -143,7 +138,7 @@ impl NodeProcess {
     }
 
     fn rss_kb(&self) -> u64 {
-        rss_kb(&format!("/proc/{}/status", self.child.id()))
+        common::rss_kb(&format!("/proc/{}/status", self.child.id()))
     }
 }
 
@@ -155,39 +150,6 @@ impl Drop for NodeProcess {
             eprintln!("log of node {}:\n{log}", self.name);
         }
     }
-}
-
-/// VmRSS (kB) of the process whose `/proc/.../status` is at `path`.
-fn rss_kb(path: &str) -> u64 {
-    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {path}"))
-}
-
-/// Runs one greedy generation through the coordinator: its ids, or the error.
-async fn generate(
-    coord: &Coordinator,
-    prompt: &str,
-    max_tokens: usize,
-) -> Result<Vec<u32>, String> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let req = serde_json::from_value(
-        serde_json::json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}),
-    )
-    .unwrap();
-    let c = coord.clone();
-    tokio::spawn(async move { c.generate(req, tx).await });
-    while let Some(e) = rx.recv().await {
-        match e {
-            GenerateEvent::Done { ids, .. } => return Ok(ids),
-            GenerateEvent::Error { message } => return Err(message),
-            GenerateEvent::Unavailable { message, .. } => return Err(message),
-            _ => {}
-        }
-    }
-    Err("no done event".into())
 }
 
 /// The seed of the random kill points: `SYNAPSE_SEED`, or the clock (printed either way).
@@ -231,7 +193,7 @@ async fn kill_runs(runs: usize) {
     for run in 0..runs {
         // The same generation uncut, through the same three hops.
         let started = Instant::now();
-        assert_eq!(generate(&coord, PROMPT, TOKENS).await, Ok(want.clone()));
+        assert_eq!(greedy(&coord, PROMPT, TOKENS).await, Ok(want.clone()));
         uncut.push(started.elapsed());
         let s = status_json(&coord);
         let holders: Vec<u64> = s["shards"]
@@ -255,7 +217,7 @@ async fn kill_runs(runs: usize) {
         let started = Instant::now();
         let generation = {
             let c = coord.clone();
-            tokio::spawn(async move { generate(&c, PROMPT, TOKENS).await })
+            tokio::spawn(async move { greedy(&c, PROMPT, TOKENS).await })
         };
         let mut sampled = 0;
         while sampled < at {
@@ -350,14 +312,14 @@ async fn stalled_case(step_timeout: Option<Duration>) -> (Duration, Duration) {
     let honest_id = node_id(&coord, "honest").await;
     wait_settled(&coord, 2, true).await;
     let started = Instant::now();
-    assert_eq!(generate(&coord, PROMPT, TOKENS).await, Ok(want.clone()));
+    assert_eq!(greedy(&coord, PROMPT, TOKENS).await, Ok(want.clone()));
     let normal = started.elapsed();
 
     let mut events = coord.subscribe();
     let started = Instant::now();
     let generation = {
         let c = coord.clone();
-        tokio::spawn(async move { generate(&c, PROMPT, TOKENS).await })
+        tokio::spawn(async move { greedy(&c, PROMPT, TOKENS).await })
     };
     let mut sampled = 0;
     while sampled < 3 {
@@ -728,7 +690,7 @@ async fn memory_levels(sequential: usize, aborted: usize) {
             .body(body.to_string())
             .send()
     };
-    let levels = || (node.rss_kb(), rss_kb("/proc/self/status"));
+    let levels = || (node.rss_kb(), common::rss_kb("/proc/self/status"));
     let mut first = None;
     let mut trace = Vec::new();
     for i in 0..sequential {

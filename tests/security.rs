@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::cluster::{Server, cpu_node};
 use common::liar::{Msg, Rewrite, lying_node};
+use common::tiny_llama;
 use reqwest::StatusCode;
 use synapse::coordinator::CoordinatorConfig;
 use synapse::coordinator::http::status_json;
@@ -20,10 +21,6 @@ use synapse::coordinator::wire::WireEncoding;
 const TOKEN: &str = "security-join-token";
 const KEY: &str = "security-api-key";
 const EVIL: &str = "http://evil.example";
-
-fn tiny_llama(tmp: &Path, n: usize) -> PathBuf {
-    common::split(&common::fixtures().join("llama-hf"), tmp, n)
-}
 
 fn config(dir: &Path) -> CoordinatorConfig {
     let mut cfg = CoordinatorConfig::new(dir.to_path_buf(), TOKEN.into());
@@ -672,15 +669,6 @@ async fn names_are_unique_and_nodes_and_clients_that_leave_leave_nothing_behind(
     );
 }
 
-/// Resident memory of this process (kB), from /proc.
-fn rss_kb() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// The figure of docs/RELIABILITY.md (ignored: it takes a while and measures, not checks, in
 /// CI's terms): this process's memory, coordinator included, over 3,200 nodes joining and
 /// leaving over the WebSocket in rounds of 200.
@@ -701,7 +689,7 @@ async fn join_churn_memory_figure() {
             drop(ws);
         }
         names(&server, 0).await;
-        levels.push(rss_kb());
+        levels.push(common::rss_kb("/proc/self/status"));
     }
     eprintln!("RSS (kB) after each round of 200 joins and leaves: {levels:?}");
     let held = server.coord.held_handles();

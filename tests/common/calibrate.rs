@@ -229,7 +229,8 @@ pub fn speed_for(
 
 /// This machine's CPU matrix-matrix gain (per-token prefill speed over decode speed) on a
 /// working set of `bytes` of f16 weights (2048 x 2048 matrices, one pass over all of them per
-/// timing, median of five), measured once per test process. The nodes here run on this CPU,
+/// timing, one- and eight-token passes alternating, median of nine), measured once per test
+/// process. The nodes here run on this CPU,
 /// and the gain depends on where a model's weights live: 3.4-3.7 for a matrix that fits in
 /// cache, about 3.5 for SmolLM2 on the first dev box, near 5 on one whose 480 MB L3 holds much
 /// of it. The constant a hello implies ([`CPU_MATMUL_GAIN`]) would test the machine rather
@@ -248,32 +249,28 @@ pub fn cpu_gain(bytes: u64) -> f64 {
             .collect();
         let x: Vec<f32> = (0..k * t).map(|i| (i % 7) as f32 / 7.0).collect();
         let mut out = vec![0f32; n * t];
-        let mut time = |tokens: usize| {
-            let mut pass = || {
-                for w in &mats {
-                    synapse::engine::cpu::ops::matmul(
-                        &mut out[..n * tokens],
-                        &x[..k * tokens],
-                        w,
-                        None,
-                        tokens,
-                        k,
-                    );
-                }
-            };
-            pass(); // warm-up
-            let mut times: Vec<f64> = (0..5)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    pass();
-                    t0.elapsed().as_secs_f64().max(1e-9)
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            times[2]
+        let mut pass = |tokens: usize| {
+            let t0 = Instant::now();
+            for w in &mats {
+                synapse::engine::cpu::ops::matmul(
+                    &mut out[..n * tokens],
+                    &x[..k * tokens],
+                    w,
+                    None,
+                    tokens,
+                    k,
+                );
+            }
+            t0.elapsed().as_secs_f64().max(1e-9)
         };
-        let one = time(1);
-        let many = time(t);
+        pass(t); // warm-up
+        // One-token and t-token passes alternate, so a change in the machine's state falls on
+        // both; the medians of nine.
+        let (mut ones, mut manys): (Vec<f64>, Vec<f64>) =
+            (0..9).map(|_| (pass(1), pass(t))).unzip();
+        ones.sort_by(f64::total_cmp);
+        manys.sort_by(f64::total_cmp);
+        let (one, many) = (ones[4], manys[4]);
         let extra = (many - one).max(one / CPU_MATMUL_GAIN / 4.0);
         let gain = (one * (t - 1) as f64 / extra).max(1.0);
         eprintln!(

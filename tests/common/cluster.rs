@@ -142,3 +142,59 @@ pub fn cpu_node_with(
     });
     CpuNode { stop, task, stats }
 }
+
+/// Runs the generation `request` (a `GenerateRequest` as JSON) through the coordinator: its
+/// ids, or the message of its error (or of its `Unavailable`).
+pub async fn generate_ids(
+    coord: &Coordinator,
+    request: serde_json::Value,
+) -> Result<Vec<u32>, String> {
+    use synapse::coordinator::session::GenerateEvent;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let req = serde_json::from_value(request).unwrap();
+    let c = coord.clone();
+    tokio::spawn(async move { c.generate(req, tx).await });
+    while let Some(e) = rx.recv().await {
+        match e {
+            GenerateEvent::Done { ids, .. } => return Ok(ids),
+            GenerateEvent::Error { message } | GenerateEvent::Unavailable { message, .. } => {
+                return Err(message);
+            }
+            _ => {}
+        }
+    }
+    Err("no done event".into())
+}
+
+/// One greedy generation of `max_tokens` after `prompt`: its ids, or the error.
+pub async fn greedy(
+    coord: &Coordinator,
+    prompt: &str,
+    max_tokens: usize,
+) -> Result<Vec<u32>, String> {
+    generate_ids(
+        coord,
+        serde_json::json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}),
+    )
+    .await
+}
+
+/// Audits node `node` has passed since its probation last began (`/api/status`).
+pub fn audits_passed(coord: &Coordinator, node: u64) -> u64 {
+    synapse::coordinator::http::status_json(coord)["audits"]["passed_by_node"][node.to_string()]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Waits (up to 30 s) until no audit is in progress: they run beside generations, so the last
+/// verdicts may still be on their way when the generations end. Returns the status then.
+pub async fn audits_settled(coord: &Coordinator) -> serde_json::Value {
+    for _ in 0..600 {
+        let s = synapse::coordinator::http::status_json(coord);
+        if s["audits"]["in_progress"] == 0 {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    synapse::coordinator::http::status_json(coord)
+}

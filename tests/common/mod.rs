@@ -30,6 +30,20 @@ pub fn fixtures() -> PathBuf {
     dir
 }
 
+/// The synthetic Llama (3 layers, tests/fixtures/llama-hf) split in `n` shards under `tmp`.
+pub fn tiny_llama(tmp: &Path, n: usize) -> PathBuf {
+    split(&fixtures().join("llama-hf"), tmp, n)
+}
+
+/// Resident memory (VmRSS, kB) of the process whose `/proc/.../status` is at `path`.
+pub fn rss_kb(path: &str) -> u64 {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+}
+
 /// Sends the crate's `tracing` output (info and up, or `SYNAPSE_LOG`) to the test's captured
 /// output, so a failing test shows what the coordinator and nodes said.
 pub fn init_logging() {
